@@ -1,0 +1,5 @@
+import sys
+
+from ccdseg.cli import main
+
+sys.exit(main())
