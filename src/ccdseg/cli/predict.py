@@ -1,0 +1,61 @@
+"""``ccdseg predict``: segment FITS files and write labels, cluster catalogues and figures."""
+
+import sys
+
+from ccdseg.classes import NAMES
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "predict", help="segment FITS images (labels, cluster catalogue, figures)",
+        description="Segment every image HDU of each INPUT and write, per input NAME: NAME_seg.fits "
+                    "(LABELS extensions and the CLUSTERS table), NAME_clusters.csv, NAME_clusters.reg "
+                    "(DS9) and NAME.png. A failing file is reported on one line and the others go on; "
+                    "the exit code is 1 if any file failed.")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="FITS files (.fits, .fit, .fz, .fits.gz)")
+    parser.add_argument("--out-dir", required=True, metavar="DIR", help="output directory (created if missing)")
+    parser.add_argument("--model", metavar="PATH", help="model file (default: the model shipped with ccdseg)")
+    parser.add_argument("--hdu", metavar="NAME|INDEX", help="only this image HDU (default: every image HDU)")
+    parser.add_argument("--probabilities", action="store_true",
+                        help="also write the class probabilities (PROB extensions, float32)")
+    parser.add_argument("--find", metavar="CLASS",
+                        help=f"list and draw the regions of this class ({', '.join(NAMES)} or 0-{len(NAMES) - 1})")
+    parser.add_argument("--gain", type=float, metavar="ADU_PER_E",
+                        help="gain in ADU/e- (default: header key GAIN, else estimated from a skipper image)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default: cpu)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--method", choices=("network", "classical"), default="network",
+                        help="the U-Net (default) or the classical thresholding baseline")
+    parser.add_argument("--tile-size", type=int, default=256, metavar="N", help="network tile side in px (256)")
+    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                        help="network arithmetic: bf16 autocast (default, faster) or fp32")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args):
+    from ccdseg.pipeline import process_files
+
+    hdu = int(args.hdu) if args.hdu is not None and args.hdu.isdigit() else args.hdu
+    results, failures = process_files(
+        args.inputs, args.out_dir, model=args.model, progress=not args.no_progress, hdu=hdu,
+        probabilities=args.probabilities, find=args.find, gain=args.gain, device=args.device,
+        overwrite=args.overwrite, method=args.method, tile_size=args.tile_size, precision=args.precision)
+    for result in results:
+        _report(result, args.find)
+    for failure in failures:
+        print(f"ccdseg predict: error: {failure}", file=sys.stderr)
+    print(f"{len(results)} of {len(args.inputs)} file(s) segmented; outputs in {args.out_dir}")
+    return 1 if failures else 0
+
+
+def _report(result, find):
+    print(f"{result.path}: " + ", ".join(path.name for path in result.outputs))
+    for image in result.images:
+        gain = f"{image.gain:.4g} ADU/e- ({image.gain_source})" if image.gain else "unknown"
+        shares = ", ".join(f"{name} {100 * share:.2f} %" for name, share in zip(NAMES, image.fractions))
+        print(f"  {image.hdu or '-'}: {image.n_clusters} clusters, gain {gain}; {shares}")
+        if find is not None:
+            print(f"    {len(image.sections)} region(s) of class {find}:")
+            for number, s in enumerate(image.sections, start=1):
+                print(f"    {number:4d}: rows {s.ymin}-{s.ymax}, columns {s.xmin}-{s.xmax}, {s.npix} px")
