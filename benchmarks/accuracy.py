@@ -1,0 +1,126 @@
+"""Accuracy of the shipped model, the thesis-architecture model and the classical baseline.
+
+    python benchmarks/accuracy.py [--model PATH] [--thesis-model PATH] [--write]
+
+Scores each method on the fixed benchmark set (:func:`ccdseg.evaluate.make_benchmark_set`:
+8 seeded 512 x 512 images per preset damic, skipper, thesis; written to ``benchmarks/data``
+on the first run, and again whenever its parameters change) and prints one table per level:
+pixels (F1 and IoU per class) and clusters as objects (detection efficiency, false clusters
+per megapixel, charge completeness, charge at 50 % efficiency). A method whose model file is
+absent is listed as skipped. ``--write`` also saves the tables to ``benchmarks/results/accuracy.md``.
+
+The classical baseline keeps clusters of one pixel except on skipper images, where every
+dark-current electron would be one (``min_cluster_pixels=2`` there, as the collaborations
+require more than one pixel or a charge threshold).
+"""
+
+import argparse
+import importlib.resources
+import json
+import sys
+from pathlib import Path
+
+from ccdseg import evaluate
+from ccdseg.classes import NAMES
+from ccdseg.model import SHIPPED_MODEL
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE / "data"
+DEFAULT_THESIS_MODEL = HERE / "models" / "thesis_model.pt"
+RESULTS = HERE / "results" / "accuracy.md"
+CLASSICAL_OPTIONS = {"skipper": {"min_cluster_pixels": 2}}
+
+
+def benchmark_files(data_dir, regenerate=False):
+    """The benchmark set's image files per preset, written first if missing or made with other parameters."""
+    expected = {"presets": list(evaluate.BENCHMARK_PRESETS), "n": evaluate.BENCHMARK_N,
+                "size": list(evaluate.BENCHMARK_SIZE), "seed": evaluate.BENCHMARK_SEED}
+    manifest = data_dir / evaluate.BENCHMARK_MANIFEST
+    current = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    if regenerate or any(current.get(key) != value for key, value in expected.items()):
+        print(f"writing the benchmark set to {data_dir}", file=sys.stderr)
+        return evaluate.make_benchmark_set(data_dir, overwrite=True)
+    return {preset: evaluate.find_images([data_dir / preset]) for preset in evaluate.BENCHMARK_PRESETS}
+
+
+def run(files, models, device):
+    """Evaluations per preset and method; a method without a model file maps to the reason it is skipped."""
+    results = {}
+    for preset, paths in files.items():
+        labellers, skipped = {}, {}
+        for name, path in models.items():
+            if Path(str(path)).is_file():
+                labellers[name] = evaluate.labeller("network", model=path, device=device)
+            else:
+                skipped[name] = f"skipped: no model file {_shown(path)}"
+        labellers["classical"] = evaluate.labeller("classical", classical_options=CLASSICAL_OPTIONS.get(preset))
+        evaluations, failures = evaluate.evaluate_files(paths, labellers)
+        if failures:
+            raise SystemExit("benchmark set is damaged (use --regenerate):\n" + "\n".join(failures))
+        results[preset] = {name: skipped.get(name) or evaluations[name] for name in [*models, "classical"]}
+    return results
+
+
+def _shown(path):
+    """``path`` relative to the repository when inside it, so that the written table is the same everywhere."""
+    path = Path(str(path)).resolve()
+    return path.relative_to(HERE.parent) if path.is_relative_to(HERE.parent) else path
+
+
+def _cell(value, spec=".3f"):
+    return "–" if value is None else format(value, spec)
+
+
+def format_tables(results):
+    """Markdown: the pixel table (F1 / IoU per class) and the cluster table."""
+    pixel = ["| preset | method | " + " | ".join(f"{n} F1 / IoU" for n in NAMES) + " | accuracy | s/Mpix |",
+             "|---|---|" + "---|" * (len(NAMES) + 2)]
+    cluster = ["| preset | method | clusters | efficiency | false / Mpix | charge completeness | 50 % at (e-) |",
+               "|---|---|---|---|---|---|---|"]
+    for preset, methods in results.items():
+        for name, evaluation in methods.items():
+            if isinstance(evaluation, str):
+                pixel.append(f"| {preset} | {name} | {evaluation} |" + " |" * (len(NAMES) + 1))
+                cluster.append(f"| {preset} | {name} | {evaluation} | | | | |")
+                continue
+            s = evaluation.summary()
+            classes = s["pixels"]["classes"]
+            cells = [f"{_cell(classes[n]['f1'])} / {_cell(classes[n]['iou'])}" for n in NAMES]
+            pixel.append(f"| {preset} | {name} | " + " | ".join(cells)
+                         + f" | {_cell(s['pixels']['accuracy'], '.4f')} | {_cell(s['seconds_per_mpix'], '.2f')} |")
+            c = s["clusters"]
+            cluster.append(f"| {preset} | {name} | {c['n_true']} | {_cell(c['efficiency'])} | "
+                           f"{_cell(c['false_per_mpix'], '.1f')} | {_cell(c['charge_completeness'])} | "
+                           f"{evaluate.format_charge(*evaluation.charge_at_level())} |")
+    return "\n".join(["### Pixels", "", *pixel, "", "### Clusters as objects", "", *cluster]) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="model to score as 'shipped' (default: the shipped model)")
+    parser.add_argument("--thesis-model", type=Path, default=DEFAULT_THESIS_MODEL,
+                        help=f"thesis-architecture model (default {DEFAULT_THESIS_MODEL.relative_to(HERE.parent)})")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="benchmark set directory")
+    parser.add_argument("--regenerate", action="store_true", help="write the benchmark set again")
+    parser.add_argument("--device", default="cpu", help="torch device of the networks")
+    parser.add_argument("--write", action="store_true", help=f"also write {RESULTS.relative_to(HERE.parent)}")
+    args = parser.parse_args(argv)
+
+    shipped = args.model or importlib.resources.files("ccdseg").joinpath(SHIPPED_MODEL)
+    files = benchmark_files(args.data, args.regenerate)
+    results = run(files, {"shipped": shipped, "thesis": args.thesis_model}, args.device)
+    text = (f"Benchmark set: {evaluate.BENCHMARK_N} images of {evaluate.BENCHMARK_SIZE[0]} x "
+            f"{evaluate.BENCHMARK_SIZE[1]} px per preset, seed {evaluate.BENCHMARK_SEED} "
+            f"(`python benchmarks/accuracy.py`). Classical baseline: `min_cluster_pixels=2` on skipper images. "
+            f"50 % at: charge where half the true clusters are found (\"< x\": already above half in the "
+            f"lowest bin holding clusters, starting at x e-).\n\n" + format_tables(results))
+    print(text, end="")
+    if args.write:
+        from ccdseg.io import write_text_atomic
+        write_text_atomic(RESULTS, "# Accuracy benchmark\n\n" + text, overwrite=True)
+        print(f"wrote {RESULTS}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
