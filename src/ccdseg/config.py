@@ -81,7 +81,7 @@ class ClusterConfig:
     worm_energy_ev: tuple = (1e5, 1e6)            #: electron energy (eV), log-uniform
     muon_e_per_um: float = 100.0                  #: ionisation of a minimum-ionising muon (e-/µm)
     alpha_energy_ev: tuple = (4e6, 6e6)           #: alpha energy (eV)
-    alpha_sigma_px: tuple = (1.0, 2.0)            #: lateral size of the alpha charge cloud (px)
+    alpha_sigma_px: tuple = (0.5, 1.5)            #: lateral size of the alpha charge cloud (px)
     ev_per_pair: float = 3.77                     #: mean energy per electron-hole pair (eV)
     fano: float = 0.13                            #: Fano factor
     diffusion_a_um2: float = 216.2                #: A of σ²(z) = -A ln(1 - b z) (µm²), DAMIC

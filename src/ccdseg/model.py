@@ -8,7 +8,6 @@ import dataclasses
 import importlib.resources
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 import torch
@@ -16,7 +15,8 @@ from torch import nn
 
 import ccdseg
 from ccdseg.classes import N_CLASSES, NAMES
-from ccdseg.errors import ConfigError, ModelFileError, OutputError
+from ccdseg.errors import ConfigError, ModelFileError
+from ccdseg.io import atomic_path
 from ccdseg.normalize import validate_params
 
 FORMAT = "ccdseg-model"
@@ -310,20 +310,8 @@ def save_model(path, net, arch, normalization, **metadata):
         "package_version": ccdseg.__version__,
     }
     payload.update({key: _plain(value, key) for key, value in metadata.items()})
-    path = pathlib.Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise OutputError(f"{path}: cannot write the model file ({error.strerror})") from error
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            torch.save(payload, stream)
-        os.replace(tmp, path)
-    except BaseException as error:
-        os.unlink(tmp)
-        if isinstance(error, OSError):
-            raise OutputError(f"{path}: cannot write the model file ({error.strerror or error})") from error
-        raise
+    with atomic_path(path, overwrite=True) as temp:
+        torch.save(payload, temp)
 
 
 def load_model(path=None, device="cpu"):
@@ -393,10 +381,10 @@ def _check_int(key, value, minimum):
 
 def _plain(value, key):
     """``value`` as types that ``torch.load(weights_only=True)`` accepts."""
+    if isinstance(value, (np.generic, np.ndarray)):  # first: np.float64 is also a float
+        return value.tolist()
     if value is None or isinstance(value, (str, bool, int, float)):
         return value
-    if isinstance(value, (np.generic, np.ndarray)):
-        return value.tolist()
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, dict):

@@ -1,0 +1,30 @@
+"""``ccdseg train``: train a model from a TOML recipe."""
+
+from pathlib import Path
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "train", help="train a segmentation model on simulated images",
+        description="Train the U-Net as the TOML config says (see configs/train_default.toml). Beside OUT it "
+                    "writes OUT.log.csv, OUT.curves.png, OUT.ckpt (resume file), OUT.report.txt, "
+                    "OUT.confusion.png and OUT.examples.png (with OUT's suffix replaced).")
+    parser.add_argument("--config", type=Path, help="training config (TOML); default: built-in defaults")
+    parser.add_argument("--out", help="model file to write (default: the config's out, model.pt)")
+    parser.add_argument("--resume", type=Path, metavar="CKPT", help="continue from a resume file OUT.ckpt")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set lr=1e-3 or --set arch.base_width=8")
+    parser.add_argument("--epochs", type=int, help="total number of epochs")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default auto)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or report on the terminal")
+    parser.set_defaults(func=run)
+
+
+def run(args):
+    # torch is imported only when training is asked for, so `ccdseg --help` stays fast
+    from ccdseg.train import load_train_config, train
+
+    config = load_train_config(args.config, args.overrides, out=args.out, epochs=args.epochs, device=args.device)
+    path = train(config, resume=args.resume, progress=not args.quiet)
+    print(f"wrote {path}")
+    return 0
