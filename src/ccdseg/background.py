@@ -4,6 +4,8 @@ Particle clusters, glow and hot pixels occupy a small share of an image, so medi
 median absolute deviation see through them.
 """
 
+import warnings
+
 import numpy as np
 from scipy import ndimage
 
@@ -31,7 +33,9 @@ def row_pedestal(image, window=15):
     """
     image = np.asarray(image, dtype=np.float64)
     finite = np.where(np.isfinite(image), image, np.nan)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():
+        # a row without finite pixels has a NaN median, filled in below
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
         medians = np.nanmedian(finite, axis=1) if finite.size else np.zeros(image.shape[0])
     if np.all(np.isnan(medians)):
         return np.zeros(image.shape[0])

@@ -43,6 +43,10 @@ CATALOG_COLUMNS = {
     "near_hot": (bool, None, "a pixel is 8-adjacent to a hot pixel"),
 }
 
+#: Smallest gain (ADU/e-) :func:`estimate_gain` reports for integer data: with electron peaks only 1-2
+#: quantisation steps (ADU) apart, the peaks found are those of the quantisation, not of the electrons.
+MIN_INTEGER_GAIN = 3.0
+
 #: Variance of a uniformly lit pixel (px^2); regularises the elongation of one-pixel-wide clusters.
 _PIXEL_VARIANCE = 1.0 / 12.0
 
@@ -211,33 +215,46 @@ def estimate_gain(image, pedestal=None, max_electrons=6, min_peak_pixels=30, min
     -------
     float or None
         Gain in ADU/e-, or None when fewer than two resolved, evenly spaced peaks are found
-        (conventional readout, or skipper noise above ~0.3 e-).
+        (conventional readout, or skipper noise above ~0.3 e-), or when the image holds integers
+        and the spacing is below :data:`MIN_INTEGER_GAIN` ADU.
     """
     image = np.asarray(image, dtype=np.float64)
     finite = np.isfinite(image)
+    # integer data: a histogram finer than 1 ADU shows the quantisation itself as a comb of peaks
+    # 1 ADU apart, so bins are whole ADU centred on the integers (and the pedestal an integer)
+    quantised = np.array_equal(image[finite], np.round(image[finite]))
     if pedestal is None:
         pedestal = np.median(image[finite]) if finite.any() else 0.0
-    values = (image - _pedestal_array(image, pedestal))[finite]
+    pedestal = _pedestal_array(image, pedestal)
+    values = (image - (np.round(pedestal) if quantised else pedestal))[finite]
     lo, hi = np.percentile(values, [0.05, 99.9]) if values.size else (0.0, 0.0)
     if values.size < 2 * min_peak_pixels or hi <= lo:
         return None
     # the noise: left half width of the highest peak, whose left side has no charge from other peaks
     # once they are resolved
-    step = max(robust_sigma(values) / 20, (hi - lo) / 100_000)
-    counts, edges = np.histogram(values, bins=np.arange(lo, hi + step, step))
+    edges = _histogram_edges(lo, hi, max(robust_sigma(values) / 20, (hi - lo) / 100_000), quantised)
+    counts, _ = np.histogram(values, bins=edges)
     smooth = ndimage.gaussian_filter1d(counts.astype(np.float64), 1.0)
     top = int(np.argmax(smooth))
     below = np.flatnonzero(smooth[:top] < smooth[top] / 2)
+    step = edges[1] - edges[0]
     half_width = (top - below[-1]) * step if below.size else robust_sigma(values)
-    step = max(half_width / np.sqrt(2 * np.log(2)), step) / 4
+    # a quarter of the noise; the peak distance and windows below are in units of it
+    quarter = max(half_width / np.sqrt(2 * np.log(2)), step) / 4
 
-    bins = np.arange(lo, min(hi, lo + 200_000 * step) + step, step)
-    counts, edges = np.histogram(values, bins=bins)
-    smooth = ndimage.gaussian_filter1d(counts.astype(np.float64), 1.0)
-    peaks, props = signal.find_peaks(smooth, distance=8, prominence=1e-9)
+    edges = _histogram_edges(lo, min(hi, lo + 200_000 * quarter), quarter, quantised)
+    scale = quarter / (edges[1] - edges[0])
+    counts, _ = np.histogram(values, bins=edges)
+    smooth = ndimage.gaussian_filter1d(counts.astype(np.float64), scale)
+    peaks, props = signal.find_peaks(smooth, distance=max(1, round(8 * scale)), prominence=1e-9)
     peaks = peaks[props["prominences"] >= min_dip * smooth[peaks]]
     centres = (edges[:-1] + edges[1:]) / 2
-    windows = [slice(max(p - 6, 0), p + 7) for p in peaks]
+    # +-1.5 noise, but windows of neighbouring peaks must not overlap (coarse integer bins)
+    reach = round(6 * scale)
+    if peaks.size > 1:
+        reach = min(reach, (int(np.diff(peaks).min()) - 1) // 2)
+    reach = max(1, reach)
+    windows = [slice(max(p - reach, 0), p + reach + 1) for p in peaks]
     populated = np.array([counts[w].sum() >= min_peak_pixels for w in windows], dtype=bool)
     positions = np.array([np.average(centres[w], weights=counts[w]) for w, ok in zip(windows, populated) if ok])
     if positions.size < 2:
@@ -246,12 +263,16 @@ def estimate_gain(image, pedestal=None, max_electrons=6, min_peak_pixels=30, min
     electrons = np.round(ratio)
     keep = (np.abs(ratio - electrons) < 0.25) & (electrons <= max_electrons)
     gain, offset = np.polyfit(electrons[keep], positions[keep], 1)
+    if quantised and gain < MIN_INTEGER_GAIN:
+        return None
     # refine with a comb of Gaussians (common noise, free heights): the window means above are pulled
     # towards the taller neighbouring peak, which biases the spacing by a few per cent
     n_peaks = int(electrons[keep].max()) + 1
-    noise = 4 * step
+    noise = 4 * quarter
     fit = (centres > offset - 5 * noise) & (centres < offset + (n_peaks - 0.5) * gain)
     heights = [smooth[np.argmin(np.abs(centres - offset - n * gain))] for n in range(n_peaks)]
+    if np.count_nonzero(fit) <= 3 + n_peaks:  # coarse integer bins: too few points to fit the comb
+        return float(gain)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optimize.OptimizeWarning)  # the covariance is not used
@@ -260,6 +281,14 @@ def estimate_gain(image, pedestal=None, max_electrons=6, min_peak_pixels=30, min
     except RuntimeError:
         return float(gain)
     return float(params[1]) if abs(params[1] / gain - 1) < 0.1 else float(gain)
+
+
+def _histogram_edges(lo, hi, step, quantised):
+    """Bin edges of width ``step`` over [lo, hi]; for integer data whole ADU, centred on the integers."""
+    if quantised:
+        step = max(1.0, float(np.round(step)))
+        lo = np.floor(lo) - 0.5
+    return np.arange(lo, hi + step, step)
 
 
 def _comb(x, offset, gain, noise, *heights):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
 
 from ccdseg.errors import InputError, OutputError
 
@@ -74,10 +75,14 @@ def read_images(path, hdu=None):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", fits.verify.VerifyWarning)
+            warnings.filterwarnings("error", "File may have been truncated", AstropyUserWarning)
             with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
                 return _select_images(path, hdul, hdu)
     except InputError:
         raise
+    except AstropyUserWarning as warning:
+        detail = _reason(warning).removeprefix("File may have been truncated: ")
+        raise InputError(path, f"truncated file ({detail})") from None
     except (OSError, ValueError, TypeError, IndexError, EOFError, fits.verify.VerifyError,
             fits.verify.VerifyWarning) as error:
         raise InputError(path, f"not a readable FITS file ({_reason(error)})") from None
@@ -146,6 +151,9 @@ def atomic_path(path, overwrite=False):
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputError(f"{path}: exists (use --overwrite to replace it)")
+    blocked = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocked is not None:
+        raise OutputError(f"{path}: cannot write ({blocked} is not a directory)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -219,10 +227,13 @@ def write_simulation(simulation, path, keys=None, overwrite=False):
                                 ("NSAMP", det.n_samples, "skipper samples per pixel"),
                                 ("EXPOSURE", det.exposure_s, "[s] exposure")):
         primary.header[key] = (value, comment)
-    truth = fits.BinTableHDU(simulation.truth, name="TRUTH")
-    write_fits_atomic(truth_path(path), [fits.PrimaryHDU(), fits.ImageHDU(simulation.labels, name="LABELS"),
-                                         fits.ImageHDU(simulation.ids, name="IDS"), truth], overwrite)
-    write_fits_atomic(path, [primary], overwrite)
+    truth = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(simulation.labels, name="LABELS"),
+                          fits.ImageHDU(simulation.ids, name="IDS"), fits.BinTableHDU(simulation.truth, name="TRUTH")])
+    # both files or neither: an image without its truth (or with a stale one) must not be left behind
+    with contextlib.ExitStack() as stack:
+        temps = [stack.enter_context(atomic_path(target, overwrite)) for target in (path, truth_path(path))]
+        fits.HDUList([primary]).writeto(temps[0], overwrite=True, checksum=True)
+        truth.writeto(temps[1], overwrite=True, checksum=True)
 
 
 def read_truth(image_path):
