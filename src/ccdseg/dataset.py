@@ -186,6 +186,32 @@ def file_tiles(source, size=128, split="train", val_fraction=VAL_FRACTION, seed=
         yield image[y:y + size, x:x + size], labels[y:y + size, x:x + size]
 
 
+def mixed_tiles(streams, shares, seed=0):
+    """Endless tiles mixed from several sources in given proportions.
+
+    Parameters
+    ----------
+    streams : dict of str to iterator
+        Source name -> endless stream of (image, labels) tiles.
+    shares : dict of str to float
+        Source name -> share of the tiles (normalised to sum 1).
+    seed : int or numpy.random.SeedSequence
+        Seed of the draw that picks the source of each tile.
+
+    Yields
+    ------
+    image, labels
+        The next tile of a source drawn with the given probabilities.
+    """
+    names = list(streams)
+    weights = np.array([shares[name] for name in names], dtype=float)
+    if np.any(weights < 0) or weights.sum() <= 0:
+        raise ConfigError(f"shares = {shares!r}: must be non-negative with a positive sum")
+    rng = np.random.default_rng(seed)
+    while True:
+        yield next(streams[names[rng.choice(len(names), p=weights / weights.sum())]])
+
+
 def flip_rotate(image, labels, rng):
     """Apply one of the 8 flips and 90° rotations, drawn with ``rng``, to an image and its labels.
 

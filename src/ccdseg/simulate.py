@@ -71,20 +71,18 @@ def simulate_image(config=None, seed=None, rng=None):
     """
     config = load_config(config) if isinstance(config, str) or config is None else validate(config)
     rng = np.random.default_rng(seed) if rng is None else rng
-    det, cl = config.detector, config.clusters
+    det = config.detector
     active = (det.height, det.width - det.prescan_columns - det.overscan_columns)
     if active[1] < 1:
         raise ConfigError(f"detector.width = {det.width}: must exceed prescan_columns + overscan_columns")
-    n_pix = active[0] * active[1]
 
-    deposits = _draw_events(active, config, rng)
-    pixel, sample_charge, sample_event = events.diffuse(deposits, active, cl, det.pixel_size_um, rng)
-    cluster = _stochastic_round(np.bincount(pixel, weights=sample_charge, minlength=n_pix), rng).reshape(active)
+    drawn = draw_event_charge(active, config, rng)
+    cluster = drawn.image
 
     glow_expected = artefacts.glow_map(active, config.glow, rng)
     hot_expected = artefacts.hot_pixel_map(active, config.hot, rng)
-    glow = _poisson_where_positive(glow_expected, rng)
-    hot = _poisson_where_positive(hot_expected, rng)
+    glow = poisson_where_positive(glow_expected, rng)
+    hot = poisson_where_positive(hot_expected, rng)
     dark = rng.poisson(artefacts.dark_current_map(active, det)).astype(np.float64)
 
     unbled = cluster + glow + hot + dark
@@ -101,10 +99,7 @@ def simulate_image(config=None, seed=None, rng=None):
     labels[(hot_expected > 0) | (~source_is_cluster & (moved >= cluster_threshold))] = HOT_PIXEL
     labels[cluster >= cluster_threshold] = CLUSTER
 
-    ids = _cluster_owner(pixel, sample_charge, sample_event, n_pix).reshape(active)
-    ids = _fill_bled_owner(ids, labels == CLUSTER)
-    ids[labels != CLUSTER] = 0
-    truth = _truth_table(deposits, pixel, sample_charge, sample_event, ids, active)
+    ids, truth = cluster_truth(drawn, labels == CLUSTER)
 
     image_e = total + rng.normal(0.0, det.noise_e, active)
     pad = ((0, 0), (det.prescan_columns, det.overscan_columns))
@@ -127,6 +122,72 @@ def simulate_image(config=None, seed=None, rng=None):
               "glow_expected": glow_expected, "hot_expected": hot_expected}
     return Simulation(image=image.astype(np.float32), labels=full(labels, np.uint8), ids=full(ids, np.int32),
                       truth=truth, charge={k: full(v, np.float32) for k, v in charge.items()}, config=config)
+
+
+@dataclass
+class EventCharge:
+    """Ionisation events of one image diffused into its pixels (see :func:`draw_event_charge`).
+
+    Attributes
+    ----------
+    deposits : ccdseg.events.Deposits
+        The events' charge steps and truth.
+    pixel, charge, event : ndarray
+        Flat pixel index, electrons and event index of every diffused sample.
+    image : ndarray (H, W) float64
+        Whole electrons per pixel (stochastically rounded sum of the samples).
+    """
+
+    deposits: events.Deposits
+    pixel: np.ndarray
+    charge: np.ndarray
+    event: np.ndarray
+    image: np.ndarray
+
+
+def draw_event_charge(shape, config, rng):
+    """Draw the ionisation events of an image of ``shape`` at the config's rates, diffuse and bin them.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Height and width of the pixel array (px).
+    config : SimConfig
+        Its ``clusters`` section and the detector's pixel size and thickness are used.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    EventCharge
+    """
+    deposits = _draw_events(shape, config, rng)
+    pixel, charge, event = events.diffuse(deposits, shape, config.clusters, config.detector.pixel_size_um, rng)
+    n_pix = shape[0] * shape[1]
+    image = _stochastic_round(np.bincount(pixel, weights=charge, minlength=n_pix), rng).reshape(shape)
+    return EventCharge(deposits, pixel, charge, event, image)
+
+
+def cluster_truth(drawn, cluster_mask):
+    """Owner id of every cluster pixel and the truth table of the events of ``drawn``.
+
+    Parameters
+    ----------
+    drawn : EventCharge
+    cluster_mask : ndarray (H, W) bool
+        The pixels labelled cluster (charge moved there by bleeding included).
+
+    Returns
+    -------
+    ids : ndarray (H, W) int32
+        Id of the event with most charge in each cluster pixel, 0 elsewhere.
+    truth : astropy.table.Table
+        One row per event with charge in the image (see :class:`Simulation`).
+    """
+    shape = cluster_mask.shape
+    ids = _cluster_owner(drawn.pixel, drawn.charge, drawn.event, shape[0] * shape[1]).reshape(shape)
+    ids = _fill_bled_owner(ids, cluster_mask)
+    ids[~cluster_mask] = 0
+    return ids, _truth_table(drawn.deposits, drawn.pixel, drawn.charge, drawn.event, ids, shape)
 
 
 def iter_simulations(config=None, seed=0):
@@ -153,7 +214,7 @@ def _draw_events(shape, config, rng):
     return events.Deposits.concatenate(parts)
 
 
-def _poisson_where_positive(expected, rng):
+def poisson_where_positive(expected, rng):
     """Poisson draw of a sparse expectation map, drawing only where it is positive."""
     drawn = np.zeros(expected.shape)
     where = expected > 0

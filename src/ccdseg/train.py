@@ -38,15 +38,17 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ccdseg import dataset, losses, metrics, plots
+from ccdseg import dataset, labelled, losses, metrics, plots
 from ccdseg.classes import CLUSTER, IGNORE, N_CLASSES, NAMES
-from ccdseg.errors import ConfigError, ModelFileError
+from ccdseg.errors import ConfigError, InputError, ModelFileError
 from ccdseg.io import atomic_path, write_text_atomic
 from ccdseg.model import build_model, load_model, resolve_arch, save_model
 from ccdseg.normalize import normalize, validate_params
 
 #: Column-name form of the class names ("hot pixel" -> "hot_pixel").
 CLASS_KEYS = tuple(name.replace(" ", "_") for name in NAMES)
+#: Sources of training tiles: the simulator, ``train_dir`` (simulated files), ``labelled_dir`` (the user's own).
+SOURCES = ("simulation", "files", "labelled")
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy",
                *(f"val_f1_{key}" for key in CLASS_KEYS), "lr", "seconds")
 
@@ -83,8 +85,22 @@ class TrainConfig:
     sim_overrides : list of str
         Simulation config overrides ``"section.key=value"`` for all presets.
     train_dir : str, optional
-        Train on the tiles of this directory of simulated files instead (``val_fraction``
-        of its tiles validate); the test set stays simulated.
+        Directory of simulated files (``ccdseg simulate``, also ``--background``) for the
+        ``files`` source; ``val_fraction`` of its tiles validate. The test set stays simulated.
+    labelled_dir : str, optional
+        Directory of the user's labelled images (see :mod:`ccdseg.labelled`) for the
+        ``labelled`` source; ``val_fraction`` of its tiles validate.
+    skip_bad_pairs : bool
+        Train without the labelled files that do not pair up instead of refusing to start.
+    sources : dict
+        Source -> share of the training and validation tiles, sources being ``simulation``,
+        ``files`` and ``labelled`` (e.g. ``{simulation = 0.5, labelled = 0.5}``). Empty: all
+        tiles from ``train_dir``, else from ``labelled_dir``, else simulated.
+    init : str, optional
+        Fine-tune: start from this model file (``"shipped"``: the model shipped with ccdseg);
+        its architecture and normalisation replace ``arch`` and ``normalization``.
+    freeze_encoder : bool
+        Keep the encoder's weights of the ``init`` model fixed; only the decoder learns.
     val_fraction : float
     augment : bool
         Random flips/rotations and readout jitter (gain, pedestal, noise) of training tiles.
@@ -123,6 +139,11 @@ class TrainConfig:
     presets: dict = dataclasses.field(default_factory=lambda: dict(dataset.DEFAULT_PRESETS))
     sim_overrides: list = dataclasses.field(default_factory=list)
     train_dir: str | None = None
+    labelled_dir: str | None = None
+    skip_bad_pairs: bool = False
+    sources: dict = dataclasses.field(default_factory=dict)
+    init: str | None = None
+    freeze_encoder: bool = False
     val_fraction: float = dataset.VAL_FRACTION
     augment: bool = True
     normalization: dict = dataclasses.field(default_factory=dict)
@@ -239,6 +260,15 @@ def validate_train_config(values):
     if not config.presets or any(not isinstance(v, (int, float)) or v < 0 for v in config.presets.values()) \
             or sum(config.presets.values()) <= 0:
         raise ConfigError(f"presets = {config.presets!r}: must map preset names to non-negative shares")
+    if set(config.sources) - set(SOURCES) or any(not isinstance(v, (int, float)) or v < 0
+                                                 for v in config.sources.values()) \
+            or (config.sources and sum(config.sources.values()) <= 0):
+        raise ConfigError(f"sources = {config.sources!r}: must map {', '.join(SOURCES)} to non-negative shares")
+    for name, key in (("files", "train_dir"), ("labelled", "labelled_dir")):
+        if config.sources.get(name) and not getattr(config, key):
+            raise ConfigError(f"sources.{name} = {config.sources[name]}: needs {key}")
+    if config.freeze_encoder and not config.init:
+        raise ConfigError("freeze_encoder = true: needs init, the model whose encoder to keep")
     return config
 
 
@@ -254,10 +284,10 @@ def _coerce(key, default, value):
         if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
             return [float(v) for v in value]
         raise ConfigError(f"class_weights must be a name or a list of numbers, got {value!r}")
-    if key == "train_dir":
-        if value is not None and not isinstance(value, str):
-            raise ConfigError(f"train_dir must be a directory path, got {value!r}")
-        return value or None
+    if key in ("train_dir", "labelled_dir", "init"):
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(f"{key} must be a path, got {value!r}")
+        return os.fspath(value) if value else None
     expected = type(default)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -321,26 +351,104 @@ def _sequence(seed, stream, *index):
     return np.random.SeedSequence(seed, spawn_key=(stream, *index))
 
 
+def source_shares(config):
+    """Share of the tiles from each source (see ``TrainConfig.sources``), zero shares left out."""
+    if config.sources:
+        return {name: float(share) for name, share in config.sources.items() if share > 0}
+    if config.train_dir:
+        return {"files": 1.0}
+    return {"labelled": 1.0} if config.labelled_dir else {"simulation": 1.0}
+
+
+def read_sources(config):
+    """Read the image files of the file sources ``config`` uses.
+
+    Returns
+    -------
+    pairs : dict
+        ``"files"`` and/or ``"labelled"`` -> list of (name, image, labels).
+    skipped : list of str
+        One line per labelled file left out (only with ``skip_bad_pairs``).
+
+    Raises
+    ------
+    InputError
+        A labelled file that does not pair up (unless ``skip_bad_pairs``; the message lists
+        every problem, one per line), or no usable labelled image at all.
+    """
+    shares = source_shares(config)
+    pairs, skipped = {}, []
+    if "files" in shares:
+        pairs["files"] = dataset.read_simulated_dir(config.train_dir)
+    if "labelled" in shares:
+        pairs["labelled"], skipped = labelled.find_labelled_pairs(config.labelled_dir)
+        if skipped and not config.skip_bad_pairs:
+            raise InputError(config.labelled_dir, f"{len(skipped)} labelled file(s) cannot be used (fix them, or "
+                                                  "set skip_bad_pairs = true to train without them):\n  "
+                                                  + "\n  ".join(skipped))
+        if not pairs["labelled"]:
+            raise InputError(config.labelled_dir, "no labelled image (NAME.fits with NAME_labels.fits/.png/.npy)")
+    return pairs, skipped
+
+
+def _source_tiles(config, name, split, seed, pairs):
+    """Tiles of one source: endless training tiles (``split="train"``) or the validation tiles."""
+    if name == "simulation":
+        return dataset.simulated_tiles(config.presets, config.tile_size, seed, config.sim_overrides,
+                                       config.sim_size)
+    return dataset.file_tiles(pairs[name], config.tile_size, split, config.val_fraction, config.seed,
+                              order_seed=seed if split == "train" else None)
+
+
 def training_tiles(config, sequence, pairs=None):
-    """Endless training tiles drawn with the seed ``sequence``; ``pairs`` for a file dataset."""
-    if pairs is not None:
-        return dataset.file_tiles(pairs, config.tile_size, "train", config.val_fraction, config.seed,
-                                  order_seed=sequence)
-    return dataset.simulated_tiles(config.presets, config.tile_size, sequence, config.sim_overrides,
-                                   config.sim_size)
+    """Endless training tiles drawn with the seed ``sequence``, mixed from the sources.
+
+    ``pairs`` is what :func:`read_sources` returned (needed for the file sources).
+    """
+    shares = source_shares(config)
+    if len(shares) == 1:
+        return _source_tiles(config, next(iter(shares)), "train", sequence, pairs)
+    # a fresh copy: spawning from the caller's sequence would change what it gives next time
+    children = np.random.SeedSequence(sequence.entropy, spawn_key=sequence.spawn_key).spawn(len(shares) + 1)
+    streams = {name: _source_tiles(config, name, "train", child, pairs) for name, child in zip(shares, children)}
+    return dataset.mixed_tiles(streams, shares, children[-1])
 
 
 def held_out_tiles(config, which, pairs=None):
-    """The fixed validation (``which="val"``) or test tiles as lists of images and labels."""
+    """The fixed validation (``which="val"``) or test tiles as lists of images and labels.
+
+    Validation tiles come from the sources in their shares (the file sources' validation
+    splits; ``pairs`` as :func:`read_sources` returned them); test tiles are simulated.
+    """
     count = config.val_tiles if which == "val" else config.test_tiles
-    if which == "val" and pairs is not None:
-        source = dataset.file_tiles(pairs, config.tile_size, "val", config.val_fraction, config.seed)
-    else:
-        seed = _sequence(config.val_seed, 1) if which == "val" else _sequence(config.test_seed, 2)
-        source = dataset.simulated_tiles(config.presets, config.tile_size, seed, config.sim_overrides,
-                                         config.sim_size)
-    tiles = list(itertools.islice(source, count))
+    shares = source_shares(config) if which == "val" else {"simulation": 1.0}
+    seed = _sequence(config.val_seed, 1) if which == "val" else _sequence(config.test_seed, 2)
+    tiles, total = [], sum(shares.values())
+    for k, (name, share) in enumerate(shares.items()):
+        wanted = count - len(tiles) if k == len(shares) - 1 else round(count * share / total)
+        tiles.extend(itertools.islice(_source_tiles(config, name, "val", seed, pairs), wanted))
     return [image for image, _ in tiles], [labels for _, labels in tiles]
+
+
+def freeze_encoder(net):
+    """Keep the encoder of ``net`` as it is: no gradients, and its normalisation statistics fixed."""
+    for block in net.encoder:
+        block.requires_grad_(False)
+        block.register_forward_pre_hook(_stay_in_eval_mode)
+
+
+def _stay_in_eval_mode(module, _inputs):
+    # evaluate() puts the whole net back in training mode; this undoes it before each forward pass
+    module.eval()
+
+
+def parent_facts(model):
+    """What the model file of a fine-tuned model records about the model it started from."""
+    facts = {key: model.metadata.get(key) for key in ("package_version", "epoch", "parent")}
+    train_config = model.metadata.get("train_config") or {}
+    return {"file": Path(model.path).name, **facts,
+            "test_metrics": (model.metadata.get("metrics") or {}).get("test"),
+            "trained_on": {key: train_config.get(key) for key in ("presets", "sources", "train_dir", "labelled_dir")}}
 
 
 def estimate_class_weights(config, pairs=None):
@@ -432,6 +540,10 @@ def train(config, resume=None, progress=True):
     if isinstance(config, (str, os.PathLike)):
         config = load_train_config(config)
     config = validate_train_config(config)
+    parent = load_model(None if config.init == "shipped" else config.init) if config.init else None
+    if parent is not None:  # fine-tuning keeps the starting model's architecture and input scaling
+        config = validate_train_config({**config.to_dict(), "arch": parent.arch,
+                                        "normalization": parent.normalization})
     paths = output_paths(config.out)
     rank, world, device = init_distributed(resolve_device(config.device))
     if device.type == "cpu":  # ranks on one machine share its cores
@@ -440,17 +552,26 @@ def train(config, resume=None, progress=True):
     torch.manual_seed(config.seed)
 
     # data: training tiles are drawn per epoch; validation and test tiles are fixed lists
-    pairs = dataset.read_simulated_dir(config.train_dir) if config.train_dir else None
+    pairs, skipped = read_sources(config)
+    if progress and rank == 0:
+        for line in skipped:
+            tqdm.write(f"skipped: {line}")
     val_images, val_labels = held_out_tiles(config, "val", pairs)
     weights = estimate_class_weights(config, pairs)
     loss_fn = losses.make_loss(config.loss, weights, IGNORE)
 
     # model and optimiser
-    net = build_model(config.arch).to(device).to(memory_format=torch.channels_last)
+    net = build_model(config.arch)
+    if parent is not None:
+        net.load_state_dict(parent.net.state_dict())
+    if config.freeze_encoder:
+        freeze_encoder(net)
+    net = net.to(device).to(memory_format=torch.channels_last)
+    trainable = [p for p in net.parameters() if p.requires_grad]
     if config.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     else:
-        optimizer = torch.optim.Adadelta(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.Adadelta(trainable, lr=config.lr, weight_decay=config.weight_decay)
     start_epoch, best, best_epoch, stale, log = 0, -np.inf, 0, 0, []
     if resume is not None:
         state = _load_checkpoint(resume, config, device)
@@ -463,6 +584,8 @@ def train(config, resume=None, progress=True):
     # the wrapper averages the gradients over the ranks (and starts them from rank 0's weights)
     forward = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     metadata = {"train_config": config.to_dict(), "class_weights": None if weights is None else weights.tolist()}
+    if parent is not None:
+        metadata["parent"] = parent_facts(parent)
 
     for epoch in range(start_epoch, config.epochs):
         if config.patience and stale >= config.patience:

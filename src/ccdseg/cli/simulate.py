@@ -4,9 +4,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+import numpy as np
+
 from ccdseg import io
 from ccdseg.config import load_config
 from ccdseg.errors import ConfigError
+from ccdseg.paste import paste_events, resolve_gain
 from ccdseg.simulate import iter_simulations
 
 
@@ -14,7 +17,10 @@ def register(subparsers):
     parser = subparsers.add_parser(
         "simulate", help="write simulated CCD images with exact labels",
         description="Write N simulated images OUT_DIR/sim_00000.fits ... (float32 ADU, header GAIN/PEDESTAL/"
-                    "RDNOISE) each with OUT_DIR/sim_00000_truth.fits (LABELS, IDS, TRUTH table).")
+                    "RDNOISE) each with OUT_DIR/sim_00000_truth.fits (LABELS, IDS, TRUTH table). With "
+                    "--background, simulated events are added to a real frame instead: its own pixels are "
+                    "labelled 255 (unknown, skipped in training) except those at the pedestal far from any "
+                    "charge (background).")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--n", type=int, default=10, help="number of images (default 10)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="image size in pixels")
@@ -23,6 +29,14 @@ def register(subparsers):
     parser.add_argument("--config", type=Path, help="TOML file overriding the preset")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one parameter, e.g. --set detector.read_noise_e=0.2")
+    parser.add_argument("--background", type=Path, metavar="FRAME",
+                        help="paste the simulated events onto this real FITS frame (image i onto its i-th "
+                             "image HDU, cycling); the preset sets the events, the frame the readout")
+    parser.add_argument("--hdu", help="with --background: only this HDU (EXTNAME or index)")
+    parser.add_argument("--gain", type=float, help="with --background: frame gain in ADU/e- (default: the GAIN "
+                        "header key, else measured from the single-electron peaks)")
+    parser.add_argument("--artefacts", action="store_true",
+                        help="with --background: also paste simulated glow and hot pixels")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     parser.set_defaults(func=run)
 
@@ -34,12 +48,29 @@ def run(args):
     config = load_config(args.preset, args.config, overrides)
     if args.n < 1:
         raise ConfigError(f"--n = {args.n}: must be >= 1")
-    stream = iter_simulations(config, args.seed)
+    if args.background is None and (args.hdu is not None or args.gain is not None or args.artefacts):
+        raise ConfigError("--hdu, --gain and --artefacts need --background FRAME")
+    stream = (((simulation, {}) for simulation in iter_simulations(config, args.seed)) if args.background is None
+              else _pasted(args.background, args.hdu, args.gain, config, args.seed, args.artefacts))
     for index in tqdm(range(args.n), desc="simulate", unit="image"):
         path = args.out_dir / f"sim_{index:05d}.fits"
-        simulation = next(stream)
-        keys = {"PRESET": args.preset, "SEED": args.seed, "SIMINDEX": index}
+        simulation, extra = next(stream)
+        keys = {"PRESET": args.preset, "SEED": args.seed, "SIMINDEX": index, **extra}
         io.write_simulation(simulation, path, keys=keys, overwrite=args.overwrite)
     print(f"wrote {args.n} images and their truth to {args.out_dir}")
     return 0
+
+
+def _pasted(frame_path, hdu, gain, config, seed, artefacts):
+    """Endless (simulation, header keys) of events pasted onto the frame's HDUs in turn."""
+    frames = io.read_images(frame_path, hdu)
+    gains = [resolve_gain(frame.data, frame.header, gain) for frame in frames]
+    sequence = np.random.SeedSequence(seed)
+    index = 0
+    while True:
+        frame, frame_gain = frames[index % len(frames)], gains[index % len(frames)]
+        rng = np.random.default_rng(sequence.spawn(1)[0])
+        keys = {"BKGFILE": frame_path.name[:68], "BKGHDU": frame.label}
+        yield paste_events(frame.data, config, frame_gain, rng=rng, with_artefacts=artefacts), keys
+        index += 1
 
