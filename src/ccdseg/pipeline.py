@@ -156,25 +156,21 @@ def _gain(data, header, primary, gain):
     step = max(1, data.size // _GAIN_SAMPLE_PIXELS)
     sample = data[::step] if step < data.shape[0] else data
     estimate = catalog.estimate_gain(sample)
-    # in integer data the ADU quantisation itself is a comb of peaks 1 ADU apart: a spacing
-    # under 2 ADU cannot be told from it
-    if estimate is not None and estimate < 2 and np.array_equal(sample, np.round(sample), equal_nan=True):
-        estimate = None
     return (estimate, "estimated") if estimate is not None else (None, "none")
 
 
-def _segment(data, method, model, device, tile_size, precision):
+def _segment(data, method, model, device, tile_size, precision, engine):
     if method == "classical":
         from ccdseg.classical import segment_classical
         return segment_classical(data), None
     from ccdseg.predict import segment  # torch is imported only for the network method
     # probabilities always: the catalogue's mean_prob uses them
     return segment(data, model=model, tile_size=tile_size, device=device, precision=precision,
-                   return_probabilities=True)
+                   return_probabilities=True, engine=engine)
 
 
 def process_file(path, out_dir, model=None, hdu=None, probabilities=False, find=None, gain=None,
-                 device="cpu", overwrite=False, method="network", tile_size=256, precision="bf16"):
+                 device="cpu", overwrite=False, method="network", tile_size=512, precision="bf16", engine="torch"):
     """Segment every image HDU of a FITS file and write the outputs listed in the module docstring.
 
     Parameters
@@ -183,7 +179,7 @@ def process_file(path, out_dir, model=None, hdu=None, probabilities=False, find=
         Input FITS file (any image data type or compression).
     out_dir : str or Path
         Output directory (created if missing).
-    model : Model, str, path-like or None
+    model : Model, OnnxModel, str, path-like or None
         Network model (see :func:`ccdseg.predict.get_model`); None is the shipped model.
         Unused by the classical method.
     hdu : str or int, optional
@@ -194,9 +190,9 @@ def process_file(path, out_dir, model=None, hdu=None, probabilities=False, find=
         Class whose regions are listed and drawn (name or id).
     gain : float, optional
         Gain in ADU/e-; default the header key ``GAIN`` (image header, then primary), else an
-        estimate from the single-electron peaks of a skipper image (on ~10^6 pixels; not below
-        2 ADU/e- for integer data, whose 1 ADU quantisation mimics the peaks), else none (the
-        electron columns of the catalogue are then NaN).
+        estimate from the single-electron peaks of a skipper image (on ~10^6 pixels, see
+        :func:`ccdseg.catalog.estimate_gain`), else none (the electron columns of the
+        catalogue are then NaN).
     device : str
         Torch device of the network.
     overwrite : bool
@@ -206,7 +202,9 @@ def process_file(path, out_dir, model=None, hdu=None, probabilities=False, find=
     tile_size : int
         Network tile side (px).
     precision : {"bf16", "fp32"}
-        Network arithmetic.
+        Network arithmetic ("fp32" for the onnx engine).
+    engine : {"torch", "onnx"}
+        Run the network with PyTorch or ONNX Runtime (see :func:`ccdseg.predict.segment`).
 
     Returns
     -------
@@ -237,17 +235,34 @@ def process_file(path, out_dir, model=None, hdu=None, probabilities=False, find=
             raise OutputError(f"{existing[0]}{more}: exists (use --overwrite to replace it)")
     if method == "network":
         from ccdseg.predict import get_model
-        model = get_model(model, device)
+        model = get_model(model, device, engine)
     try:
         return _process(path, images, primary, paths, model, probabilities, find_id, gain, device, overwrite,
-                        method, tile_size, precision)
+                        method, tile_size, precision, engine)
     except CcdsegError:
         raise
     except _UNEXPECTED as error:
         raise InputError(path, f"cannot be processed ({type(error).__name__}: {_first_line(error)})") from error
 
 
-def process_files(paths, out_dir, model=None, progress=True, **options):
+def try_process_file(path, out_dir, **options):
+    """:func:`process_file`, with a failure returned as one line instead of raised.
+
+    Returns
+    -------
+    result : FileResult or None
+        None when the file failed.
+    failure : str or None
+        ``"PATH: reason"`` when the file failed (a :class:`~ccdseg.errors.CcdsegError`), else None.
+    """
+    try:
+        return process_file(path, out_dir, **options), None
+    except CcdsegError as error:
+        message = str(error)
+        return None, (message if message.startswith(f"{path}:") else f"{path}: {message}")
+
+
+def process_files(paths, out_dir, model=None, progress=True, workers=None, scheduler=None, **options):
     """Run :func:`process_file` on many files; a failing file does not stop the others.
 
     Parameters
@@ -260,6 +275,11 @@ def process_files(paths, out_dir, model=None, progress=True, **options):
         Loaded once for all files (network method).
     progress : bool
         Show a progress bar over the files (on stderr).
+    workers : int, optional
+        Process the files in parallel on a local Dask cluster of this many worker processes
+        (see :func:`ccdseg.distributed.process_files_dask`).
+    scheduler : str, optional
+        Process the files on the Dask cluster of this scheduler (``tcp://HOST:PORT``).
     **options
         Further keyword arguments of :func:`process_file`.
 
@@ -274,18 +294,24 @@ def process_files(paths, out_dir, model=None, progress=True, **options):
     ------
     ModelFileError
         The model cannot be loaded (every file would fail alike).
+    ConfigError
+        Dask is missing (with ``workers`` or ``scheduler``) or the scheduler cannot be reached.
     """
     paths = list(paths)
     if options.get("method", "network") == "network":
         from ccdseg.predict import get_model
-        model = get_model(model, options.get("device", "cpu"))
+        model = get_model(model, options.get("device", "cpu"), options.get("engine", "torch"))
+    if workers is not None or scheduler is not None:
+        from ccdseg.distributed import process_files_dask
+        return process_files_dask(paths, out_dir, model=model, workers=workers, scheduler=scheduler,
+                                  progress=progress, **options)
     results, failures = [], []
     for path in tqdm(paths, desc="ccdseg predict", unit="file", disable=not progress or not paths):
-        try:
-            results.append(process_file(path, out_dir, model=model, **options))
-        except CcdsegError as error:
-            message = str(error)
-            failures.append(message if message.startswith(f"{path}:") else f"{path}: {message}")
+        result, failure = try_process_file(path, out_dir, model=model, **options)
+        if failure is None:
+            results.append(result)
+        else:
+            failures.append(failure)
     return results, failures
 
 
@@ -315,12 +341,12 @@ def _primary_header(path):
 
 
 def _process(path, images, primary, paths, model, probabilities, find_id, gain, device, overwrite, method,
-             tile_size, precision):
+             tile_size, precision, engine):
     single = len(images) == 1
     label_hdus, prob_hdus, tables, panels, results = [], [], [], [], []
     for image in images:
         data = _analysed_image(image)
-        labels, probs = _segment(data, method, model, device, tile_size, precision)
+        labels, probs = _segment(data, method, model, device, tile_size, precision, engine)
         used_gain, source = _gain(data, image.header, primary, gain)
         tables.append(catalog.find_clusters(data, labels, probabilities=probs, gain=used_gain, hdu=image.label))
         suffix = "" if single else f"_{image.label}"
@@ -345,6 +371,7 @@ def _process(path, images, primary, paths, model, probabilities, find_id, gain, 
     if method == "network":
         provenance.header["CSTILE"] = (tile_size, "[px] tile side")
         provenance.header["CSPREC"] = (precision, "network arithmetic")
+        provenance.header["CSENGINE"] = (engine, "torch or onnx (ONNX Runtime)")
     provenance.header["CSINPUT"] = (path.name, "input file")
     clusters = fits.table_to_hdu(table)
     clusters.name = "CLUSTERS"

@@ -12,7 +12,7 @@ from ccdseg import __version__
 from ccdseg.errors import CcdsegError
 
 #: Subcommand modules, in the order ``ccdseg --help`` lists them.
-COMMANDS = ("simulate", "train", "predict")
+COMMANDS = ("demo", "simulate", "train", "predict", "evaluate", "export")
 
 
 def build_parser():

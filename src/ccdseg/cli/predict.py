@@ -26,9 +26,20 @@ def register(subparsers):
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--method", choices=("network", "classical"), default="network",
                         help="the U-Net (default) or the classical thresholding baseline")
-    parser.add_argument("--tile-size", type=int, default=256, metavar="N", help="network tile side in px (256)")
-    parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
-                        help="network arithmetic: bf16 autocast (default, faster) or fp32")
+    parser.add_argument("--tile-size", type=int, default=512, metavar="N", help="network tile side in px (512)")
+    parser.add_argument("--precision", choices=("bf16", "fp32"),
+                        help="network arithmetic: bf16 autocast (default of the torch engine, faster) or fp32 "
+                             "(the onnx engine's only one)")
+    parser.add_argument("--engine", choices=("torch", "onnx"), default="torch",
+                        help="run the network with PyTorch (default) or ONNX Runtime (pip install 'ccdseg[onnx]'); "
+                             "with onnx, --model may be an .onnx file from `ccdseg export`")
+    parallel = parser.add_mutually_exclusive_group()
+    parallel.add_argument("--workers", type=int, metavar="N",
+                          help="segment the files in parallel on a local Dask cluster of N processes "
+                               "(pip install 'ccdseg[dask]')")
+    parallel.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                          help="segment the files on an existing Dask cluster (inputs, outputs and model "
+                               "on a file system shared with the workers)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -40,7 +51,9 @@ def run(args):
     results, failures = process_files(
         args.inputs, args.out_dir, model=args.model, progress=not args.no_progress, hdu=hdu,
         probabilities=args.probabilities, find=args.find, gain=args.gain, device=args.device,
-        overwrite=args.overwrite, method=args.method, tile_size=args.tile_size, precision=args.precision)
+        overwrite=args.overwrite, method=args.method, tile_size=args.tile_size,
+        precision=args.precision or ("fp32" if args.engine == "onnx" else "bf16"), engine=args.engine,
+        workers=args.workers, scheduler=args.scheduler)
     for result in results:
         _report(result, args.find)
     for failure in failures:
