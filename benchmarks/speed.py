@@ -25,7 +25,6 @@ multiply-adds of every convolution (forward hooks on one tile) times the tiles a
 
 import argparse
 import datetime
-import inspect
 import json
 import os
 import platform
@@ -90,7 +89,7 @@ def worker(task):
     start = time.perf_counter()
     from ccdseg import pipeline
     if task["method"] != "classical":
-        import ccdseg.predict  # noqa: F401  (import time of torch counted with the imports)
+        import ccdseg.predict  # noqa: F401 (import time of torch counted with the imports)
     imported = time.perf_counter() - start
     if task["mode"] == "whole":
         options = {"method": "classical"} if task["method"] == "classical" else {"model": task["model"]}
@@ -147,7 +146,7 @@ def machine():
 def prepare_models(args, tmp):
     """(name, path, description) of each network to measure."""
     import torch
-    from ccdseg.model import ARCHITECTURES, SHIPPED_MODEL, build_model, count_parameters, save_model
+    from ccdseg.model import SHIPPED_MODEL, build_model, count_parameters, save_model
     import importlib.resources
 
     models = []
@@ -171,13 +170,9 @@ def prepare_models(args, tmp):
 def tile_work(model_path, shape):
     """Convolution MACs for one frame of ``shape`` with segment's default tiling, and the tile count."""
     from ccdseg.model import load_model
-    from ccdseg.predict import segment
-    from ccdseg.tiling import tile_grid
+    from ccdseg.tiling import TILE_SIZE, default_overlap, tile_grid
 
-    defaults = inspect.signature(segment).parameters
-    tile = defaults["tile_size"].default
-    overlap = defaults["overlap"].default
-    overlap = tile // 4 if overlap is None else overlap
+    tile, overlap = TILE_SIZE, default_overlap(TILE_SIZE)
     model = load_model(model_path)
     grid = tile_grid(shape, tile, overlap, multiple=2 ** model.arch["depth"])
     return conv_macs(model.net, grid.tile_shape) * len(grid), len(grid), (tile, overlap)

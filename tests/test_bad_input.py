@@ -22,21 +22,9 @@ from ccdseg.cli import main
 from ccdseg.config import load_config
 from ccdseg.errors import ConfigError, InputError, ModelFileError
 from ccdseg.io import read_truth, truth_path, write_simulation
-from ccdseg.model import build_model, save_model
 from ccdseg.pipeline import output_paths
 from ccdseg.predict import segment
 from ccdseg.simulate import simulate_image
-
-TINY = {"depth": 2, "base_width": 4, "max_width": 8}
-
-
-@pytest.fixture(scope="session")
-def model_path(tmp_path_factory):
-    torch.manual_seed(3)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_model(path, build_model(TINY), TINY, None)
-    return path
-
 
 def _frame(shape, seed=0):
     rng = np.random.default_rng(seed)
@@ -116,13 +104,13 @@ def odd_inputs(tmp_path):
     }
 
 
-def test_batch_of_bad_and_odd_files(bad_inputs, odd_inputs, model_path, tmp_path, capsys):
+def test_batch_of_bad_and_odd_files(bad_inputs, odd_inputs, tiny_model, tmp_path, capsys):
     inputs = [*bad_inputs, *odd_inputs.values()]
     before = _snapshot(inputs)
     out = tmp_path / "out"
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # e.g. "All-NaN slice" of rows without finite pixels
-        code, stdout, errors = _predict(capsys, inputs, out, model_path)
+        code, stdout, errors = _predict(capsys, inputs, out, tiny_model)
 
     assert code == 1
     assert len(errors) == len(bad_inputs) and not any("Traceback" in line for line in errors)
@@ -187,11 +175,11 @@ def test_bad_model_file(kind, cause, tmp_path, capsys):
             main(["--debug", "predict", str(image), "--out-dir", str(tmp_path / "out"), "--model", str(model)])
 
 
-def test_output_directory_not_writable(model_path, tmp_path, capsys):
+def test_output_directory_not_writable(tiny_model, tmp_path, capsys):
     images = [_write(tmp_path / f"{n}.fits", _frame((20, 30), n).astype(np.float32)) for n in range(2)]
     blocker = tmp_path / "results"
     blocker.write_text("a file where the output directory should be")
-    code, _, errors = _predict(capsys, images, blocker / "run1", model_path)
+    code, _, errors = _predict(capsys, images, blocker / "run1", tiny_model)
     assert code == 1
     assert errors == [f"ccdseg predict: error: {image}: {blocker / 'run1' / (image.stem + '_seg.fits')}: "
                       f"cannot write ({blocker} is not a directory)" for image in images]
@@ -199,30 +187,30 @@ def test_output_directory_not_writable(model_path, tmp_path, capsys):
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only directory")
-def test_read_only_output_directory(model_path, tmp_path, capsys):
+def test_read_only_output_directory(tiny_model, tmp_path, capsys):
     image = _write(tmp_path / "a.fits", _frame((20, 30)).astype(np.float32))
     out = tmp_path / "out"
     out.mkdir()
     out.chmod(0o555)
     try:
-        code, _, errors = _predict(capsys, [image], out, model_path)
+        code, _, errors = _predict(capsys, [image], out, tiny_model)
     finally:
         out.chmod(0o755)
     assert code == 1 and len(errors) == 1 and "cannot write (Permission denied)" in errors[0]
     assert not list(out.iterdir())
 
 
-def test_existing_output_is_kept_without_overwrite(model_path, tmp_path, capsys):
+def test_existing_output_is_kept_without_overwrite(tiny_model, tmp_path, capsys):
     a, b = (_write(tmp_path / f"{n}.fits", _frame((20, 30), i).astype(np.float32)) for i, n in enumerate("ab"))
     out = tmp_path / "out"
     out.mkdir()
     (out / "a.png").write_bytes(b"not mine to replace")
-    code, stdout, errors = _predict(capsys, [a, b], out, model_path)
+    code, stdout, errors = _predict(capsys, [a, b], out, tiny_model)
     assert code == 1
     assert errors == [f"ccdseg predict: error: {a}: {out / 'a.png'}: exists (use --overwrite to replace it)"]
     assert sorted(p.name for p in out.iterdir()) == sorted(["a.png", *(p.name for p in output_paths(b, out).values())])
     assert (out / "a.png").read_bytes() == b"not mine to replace"
-    assert _predict(capsys, [a], out, model_path, "--overwrite")[0] == 0
+    assert _predict(capsys, [a], out, tiny_model, "--overwrite")[0] == 0
     assert (out / "a.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -241,30 +229,30 @@ def _disk_full(after=0):
     return writeto
 
 
-def test_disk_full_while_predicting(model_path, tmp_path, capsys, monkeypatch):
+def test_disk_full_while_predicting(tiny_model, tmp_path, capsys, monkeypatch):
     images = [_write(tmp_path / f"{n}.fits", _frame((20, 30), n).astype(np.float32)) for n in range(2)]
     out = tmp_path / "out"
     monkeypatch.setattr(fits.HDUList, "writeto", _disk_full(after=1))
-    code, stdout, errors = _predict(capsys, images, out, model_path)
+    code, stdout, errors = _predict(capsys, images, out, tiny_model)
     assert code == 1
     assert len(errors) == 1 and errors[0].startswith(f"ccdseg predict: error: {images[1]}: ")
     assert errors[0].endswith("cannot write (No space left on device)")
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in output_paths(images[0], out).values())
 
 
-def test_disk_full_on_rename_leaves_nothing(model_path, tmp_path, capsys, monkeypatch):
+def test_disk_full_on_rename_leaves_nothing(tiny_model, tmp_path, capsys, monkeypatch):
     image = _write(tmp_path / "a.fits", _frame((20, 30)).astype(np.float32))
     out = tmp_path / "out"
 
     def replace(source, target):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     monkeypatch.setattr(os, "replace", replace)
-    code, _, errors = _predict(capsys, [image], out, model_path)
+    code, _, errors = _predict(capsys, [image], out, tiny_model)
     assert code == 1 and len(errors) == 1 and "No space left on device" in errors[0]
     assert not list(out.iterdir())
 
 
-def test_interrupt_leaves_complete_files_only(model_path, tmp_path, capsys, monkeypatch):
+def test_interrupt_leaves_complete_files_only(tiny_model, tmp_path, capsys, monkeypatch):
     images = [_write(tmp_path / f"{n}.fits", _frame((20, 30), n).astype(np.float32)) for n in range(3)]
     before = _snapshot(images)
     out = tmp_path / "out"
@@ -278,7 +266,7 @@ def test_interrupt_leaves_complete_files_only(model_path, tmp_path, capsys, monk
             raise KeyboardInterrupt
         return draw(*args, **kwargs)
     monkeypatch.setattr(ccdseg.plots, "plot_segmentation_panels", interrupted)
-    code, _, errors = _predict(capsys, images, out, model_path)
+    code, _, errors = _predict(capsys, images, out, tiny_model)
     assert code == 130 and errors[-1] == "ccdseg predict: interrupted"
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in output_paths(images[0], out).values())
     with fits.open(output_paths(images[0], out)["seg"], checksum=True) as seg:
@@ -294,7 +282,7 @@ def test_interrupt_leaves_complete_files_only(model_path, tmp_path, capsys, monk
     (["--set", "detector.gain_adu_per_e=-1"], "detector.gain_adu_per_e = -1.0: must be > 0"),
     (["--set", "detector.colour=blue"], "unknown config key detector.colour"),
     (["--set", "detector.n_samples=many"], "detector.n_samples must be an integer, got 'many'"),
-    (["--set", "nonsense"], "override 'nonsense' is not of the form section.key=value"),
+    (["--set", "nonsense"], "override 'nonsense' is not of the form key=value"),
     (["--preset", "lsst"], "unknown preset 'lsst'"),
     (["--n", "0"], "--n = 0: must be >= 1"),
 ])
@@ -358,7 +346,7 @@ def test_train_bad_config(override, message):
     assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
 
 
-def test_segment_rejects_what_is_not_an_image(model_path):
+def test_segment_rejects_what_is_not_an_image(tiny_model):
     for image in (np.zeros((3, 4, 5)), np.zeros(7), np.zeros((0, 4))):
         with pytest.raises(ConfigError, match=rf"non-empty 2-D array, got shape {re.escape(str(image.shape))}"):
-            segment(image, model=model_path)
+            segment(image, model=tiny_model)

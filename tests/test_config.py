@@ -53,5 +53,5 @@ def test_unknown_preset_and_bad_files(tmp_path):
     bad.write_text("[detector\nheight = 3")
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_config(path=bad)
-    with pytest.raises(ConfigError, match="section.key=value"):
+    with pytest.raises(ConfigError, match="not of the form key=value"):
         load_config(overrides=["detector.height"])

@@ -2,14 +2,10 @@ import numpy as np
 
 from ccdseg.demo import run_demo, sample_path
 from ccdseg.io import read_images
-from ccdseg.model import build_model, save_model
 
 
-def test_demo_segments_a_simulated_frame_and_the_bundled_sample(tmp_path):
-    arch = {"preset": "default", "depth": 2, "base_width": 4, "max_width": 8}
-    model = tmp_path / "tiny.pt"
-    save_model(model, build_model(arch), arch, None)
-    outcome = run_demo(tmp_path / "demo", size=(128, 160), model=model, progress=False)
+def test_demo_segments_a_simulated_frame_and_the_bundled_sample(tmp_path, tiny_model):
+    outcome = run_demo(tmp_path / "demo", size=(128, 160), model=tiny_model, progress=False)
     assert outcome["failures"] == []
     stems = sorted(result.path.name for result in outcome["results"])
     assert stems == ["damicm_module_test.fz", "demo_damic.fits"]

@@ -2,30 +2,24 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from astropy.io import fits
 from astropy.table import Table
 
 from ccdseg.cli import main
 from ccdseg.distributed import process_files_dask
 from ccdseg.errors import ConfigError
-from ccdseg.model import build_model, save_model
+from conftest import save_tiny_model
 from ccdseg.pipeline import process_files
 
 distributed = pytest.importorskip("distributed")
 
-TINY = {"depth": 2, "base_width": 8, "max_width": 16}
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """A tiny model, three small images and a file that is not FITS."""
     root = tmp_path_factory.mktemp("inputs")
-    torch.manual_seed(1)
-    net = build_model(TINY)
-    with torch.no_grad():  # sharper logits: several classes appear
-        net.head.weight *= 30
-    save_model(root / "tiny.pt", net, TINY, None)
+    save_tiny_model(root / "tiny.pt", sharpen=30)  # sharper logits: several classes appear
     paths = []
     for seed, shape in enumerate([(70, 90), (64, 130), (100, 80)]):
         rng = np.random.default_rng(seed)

@@ -12,23 +12,18 @@ from ccdseg.cli import main
 from ccdseg.classes import N_CLASSES, NAMES
 from ccdseg.errors import ConfigError, ModelFileError, OutputError
 from ccdseg.export import PREPROCESSING, export_onnx, load_onnx_model
-from ccdseg.model import build_model, load_model, save_model
+from ccdseg.model import load_model
+from conftest import TINY_ARCH, save_tiny_model
 from ccdseg.normalize import normalize
 from ccdseg.predict import get_model, segment
 
-TINY = {"depth": 2, "base_width": 8, "max_width": 16}
 NORMALIZATION = {"row_window": 9, "asinh_scale": 2.5}
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
-    torch.manual_seed(1)
-    net = build_model(TINY)
-    with torch.no_grad():  # sharper logits: all four classes appear, with clear margins between them
-        net.head.weight *= 30
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_model(path, net, TINY, NORMALIZATION)
-    return path
+    # sharper logits: all four classes appear, with clear margins between them
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny.pt", sharpen=30, normalization=NORMALIZATION)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +43,7 @@ def test_onnx_file_carries_dynamic_axes_and_preprocessing(onnx_path):
     props = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(props["normalization"]) == NORMALIZATION
     assert json.loads(props["classes"]) == list(NAMES)
-    assert json.loads(props["arch"])["depth"] == TINY["depth"]
+    assert json.loads(props["arch"])["depth"] == TINY_ARCH["depth"]
     assert props["preprocessing"] == PREPROCESSING and props["source_model"] == "tiny.pt"
     dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
             for v in (*proto.graph.input, *proto.graph.output)]

@@ -4,7 +4,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from astropy.io import fits
 from astropy.table import Table
 
@@ -13,19 +12,7 @@ from ccdseg.catalog import CATALOG_COLUMNS
 from ccdseg.classes import BACKGROUND, CLUSTER
 from ccdseg.cli import predict as cli_predict
 from ccdseg.errors import ConfigError, OutputError
-from ccdseg.model import build_model, save_model
 from ccdseg.pipeline import output_paths, process_file, process_files
-
-TINY = {"depth": 2, "base_width": 8, "max_width": 16}
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_model(path, build_model(TINY), TINY, None)
-    return path
-
 
 def _write_image(path, shape=(70, 90), seed=0, dtype=">i2", **header):
     rng = np.random.default_rng(seed)
@@ -43,8 +30,8 @@ def _check_charge_totals(image, labels, clusters):
     assert clusters["charge_adu"].sum() == pytest.approx(residual[labels == CLUSTER].sum(), rel=1e-9, abs=1e-6)
 
 
-def test_damicm_sample_end_to_end(damicm_sample, model_path, tmp_path):
-    result = process_file(damicm_sample, tmp_path, model=model_path)
+def test_damicm_sample_end_to_end(damicm_sample, tiny_model, tmp_path):
+    result = process_file(damicm_sample, tmp_path, model=tiny_model)
     stem = "damicm_module_test"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f"{stem}_seg.fits", f"{stem}_clusters.csv", f"{stem}_clusters.reg", f"{stem}.png"])
@@ -79,9 +66,9 @@ def test_damicm_sample_end_to_end(damicm_sample, model_path, tmp_path):
     assert [image.hdu for image in result.images] == names
 
 
-def test_single_image_contract(model_path, tmp_path):
+def test_single_image_contract(tiny_model, tmp_path):
     path = _write_image(tmp_path / "run7.fits.gz", GAIN=2.5, OBSERVER="me")
-    result = process_file(path, tmp_path / "out", model=model_path, probabilities=True, find="cluster")
+    result = process_file(path, tmp_path / "out", model=tiny_model, probabilities=True, find="cluster")
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["run7_seg.fits", "run7_clusters.csv", "run7_clusters.reg", "run7.png", "run7_find_cluster.png"])
@@ -102,24 +89,24 @@ def test_single_image_contract(model_path, tmp_path):
     assert sum(s.npix for s in image_result.sections) == np.sum(labels == CLUSTER)
 
 
-def test_gain_option_wins_and_unknown_gain_gives_nan(model_path, tmp_path):
+def test_gain_option_wins_and_unknown_gain_gives_nan(tiny_model, tmp_path):
     with_gain = _write_image(tmp_path / "a.fits", GAIN=2.5)
-    result = process_file(with_gain, tmp_path / "out", model=model_path, gain=4.0)
+    result = process_file(with_gain, tmp_path / "out", model=tiny_model, gain=4.0)
     assert (result.images[0].gain, result.images[0].gain_source) == (4.0, "option")
     plain = _write_image(tmp_path / "b.fits", dtype=np.float32)
-    result = process_file(plain, tmp_path / "out", model=model_path)
+    result = process_file(plain, tmp_path / "out", model=tiny_model)
     assert (result.images[0].gain, result.images[0].gain_source) == (None, "none")
     clusters = Table.read(tmp_path / "out" / "b_clusters.csv")
     assert len(clusters) == result.images[0].n_clusters and np.all(np.isnan(clusters["charge_e"]))
 
 
-def test_datasec_and_non_finite_pixels_are_background(model_path, tmp_path):
+def test_datasec_and_non_finite_pixels_are_background(tiny_model, tmp_path):
     image = np.random.default_rng(3).normal(500.0, 2.0, (40, 60)).astype(np.float32)
     image[5, 20] = np.nan
     hdu = fits.ImageHDU(image, name="AMP1")
     hdu.header["DATASEC"] = "[9:60,1:38]"
     fits.HDUList([fits.PrimaryHDU(), hdu, fits.ImageHDU(image, name="AMP2")]).writeto(tmp_path / "x.fits")
-    process_file(tmp_path / "x.fits", tmp_path / "out", model=model_path, hdu="AMP1")
+    process_file(tmp_path / "x.fits", tmp_path / "out", model=tiny_model, hdu="AMP1")
     with fits.open(tmp_path / "out" / "x_seg.fits") as seg:
         assert [h.name for h in seg] == ["PRIMARY", "LABELS", "CLUSTERS"]
         labels = seg["LABELS"].data
@@ -128,15 +115,15 @@ def test_datasec_and_non_finite_pixels_are_background(model_path, tmp_path):
     hdu.header["DATASEC"] = "[9:99,1:38]"
     hdu.writeto(tmp_path / "y.fits")
     with pytest.raises(ConfigError, match="DATASEC"):
-        process_file(tmp_path / "y.fits", tmp_path / "out", model=model_path)
+        process_file(tmp_path / "y.fits", tmp_path / "out", model=tiny_model)
 
 
-def test_existing_output_fails_that_file_only(model_path, tmp_path):
+def test_existing_output_fails_that_file_only(tiny_model, tmp_path):
     a, b = _write_image(tmp_path / "a.fits"), _write_image(tmp_path / "b.fits", seed=1)
     out = tmp_path / "out"
     out.mkdir()
     (out / "a_clusters.csv").write_text("keep me")
-    results, failures = process_files([a, b], out, model=model_path, progress=False)
+    results, failures = process_files([a, b], out, model=tiny_model, progress=False)
     assert [r.path for r in results] == [b]
     assert len(failures) == 1 and failures[0].startswith(f"{a}: ") and "a_clusters.csv" in failures[0]
     assert "--overwrite" in failures[0]
@@ -144,19 +131,19 @@ def test_existing_output_fails_that_file_only(model_path, tmp_path):
     assert all(p.exists() for p in output_paths(b, out).values())
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
     with pytest.raises(OutputError):
-        process_file(b, out, model=model_path)
-    process_file(a, out, model=model_path, overwrite=True)
+        process_file(b, out, model=tiny_model)
+    process_file(a, out, model=tiny_model, overwrite=True)
     assert (out / "a_clusters.csv").read_text().startswith("id,hdu,")
 
 
-def test_bad_files_do_not_stop_the_others(model_path, tmp_path):
+def test_bad_files_do_not_stop_the_others(tiny_model, tmp_path):
     good = _write_image(tmp_path / "good.fits")
     bad = tmp_path / "bad.fits"
     bad.write_text("SIMPLE  = not really a FITS file")
     cube = tmp_path / "cube.fits"
     fits.PrimaryHDU(np.zeros((2, 3, 4), dtype=np.float32)).writeto(cube)
     results, failures = process_files([bad, good, tmp_path / "missing.fits", cube], tmp_path / "out",
-                                      model=model_path, progress=False)
+                                      model=tiny_model, progress=False)
     assert [r.path for r in results] == [good]
     assert [f.split(": ")[0] for f in failures] == [str(bad), str(tmp_path / "missing.fits"), str(cube)]
     assert all("\n" not in f for f in failures)
@@ -183,14 +170,14 @@ def _cli(argv):
     return args.func(args)
 
 
-def test_cli(model_path, tmp_path, capsys):
+def test_cli(tiny_model, tmp_path, capsys):
     good = _write_image(tmp_path / "good.fits")
     out = tmp_path / "out"
     code = _cli(["predict", str(good), str(tmp_path / "nope.fits"), "--out-dir", str(out), "--model",
-                 str(model_path), "--find", "cluster", "--precision", "fp32", "--tile-size", "64", "--no-progress"])
+                 str(tiny_model), "--find", "cluster", "--precision", "fp32", "--tile-size", "64", "--no-progress"])
     captured = capsys.readouterr()
     assert code == 1
     assert captured.err.strip().splitlines() == [f"ccdseg predict: error: {tmp_path / 'nope.fits'}: no such file"]
     assert str(out) in captured.out and "good_seg.fits" in captured.out and "region(s) of class cluster" in captured.out
-    assert _cli(["predict", str(good), "--out-dir", str(out), "--model", str(model_path), "--overwrite",
+    assert _cli(["predict", str(good), "--out-dir", str(out), "--model", str(tiny_model), "--overwrite",
                  "--no-progress"]) == 0

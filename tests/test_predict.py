@@ -7,20 +7,8 @@ import torch
 from ccdseg import predict
 from ccdseg.classes import BACKGROUND, N_CLASSES
 from ccdseg.errors import ConfigError, ModelFileError
-from ccdseg.model import build_model, save_model
 from ccdseg.normalize import NormalizationStats
 from ccdseg.predict import get_model, segment
-
-TINY = {"depth": 2, "base_width": 8, "max_width": 16}
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    save_model(path, build_model(TINY), TINY, None)
-    return path
-
 
 def _frame(shape, seed=0):
     """Noise around a pedestal of 1000 ADU, with bright blobs the network reacts to."""
@@ -32,44 +20,44 @@ def _frame(shape, seed=0):
 
 
 @pytest.mark.parametrize("shape", [(5, 7), (300, 517), (64, 64)])
-def test_labels_have_the_input_shape(model_path, shape):
-    labels, probabilities = segment(_frame(shape), model_path, tile_size=64, overlap=16)
+def test_labels_have_the_input_shape(tiny_model, shape):
+    labels, probabilities = segment(_frame(shape), tiny_model, tile_size=64, overlap=16)
     assert labels.shape == shape and labels.dtype == np.uint8
     assert probabilities.shape == (N_CLASSES, *shape) and probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
     np.testing.assert_array_equal(labels, np.argmax(probabilities, axis=0))
     if shape == (5, 7):
-        assert segment(_frame(shape), model_path, tile_size=64, return_probabilities=False)[1] is None
+        assert segment(_frame(shape), tiny_model, tile_size=64, return_probabilities=False)[1] is None
 
 
-def test_integer_big_endian_input_equals_float(model_path):
+def test_integer_big_endian_input_equals_float(tiny_model):
     image = np.round(_frame((80, 90))).astype(">i2")
-    a = segment(image, model_path, tile_size=64, precision="fp32")
-    b = segment(image.astype(np.float32), model_path, tile_size=64, precision="fp32")
+    a = segment(image, tiny_model, tile_size=64, precision="fp32")
+    b = segment(image.astype(np.float32), tiny_model, tile_size=64, precision="fp32")
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
 
 
-def test_non_finite_pixels_are_background(model_path):
+def test_non_finite_pixels_are_background(tiny_model):
     image = _frame((100, 120))
     image[10:20, 30:40] = np.nan
     image[50, :] = np.inf
-    labels, probabilities = segment(image, model_path, tile_size=64)
+    labels, probabilities = segment(image, tiny_model, tile_size=64)
     bad = ~np.isfinite(image)
     assert np.all(labels[bad] == BACKGROUND)
     np.testing.assert_array_equal(probabilities[:, bad], np.eye(N_CLASSES)[BACKGROUND][:, None].repeat(bad.sum(), 1))
     assert np.all(np.isfinite(probabilities))
 
 
-def test_shift_by_tile_strides_gives_the_shifted_prediction(model_path, monkeypatch):
+def test_shift_by_tile_strides_gives_the_shifted_prediction(tiny_model, monkeypatch):
     # with the whole-image statistics held fixed, tiles of the cropped image are tiles of the
     # full image: away from the new top-left border (one tile) the outputs are identical
     monkeypatch.setattr(predict, "normalization_stats",
                         lambda image, params: NormalizationStats(np.full(image.shape[0], 1000.0), 3.0))
     image = _frame((300, 340), seed=3)
     stride, k = 64 - 16, 2
-    full = segment(image, model_path, tile_size=64, overlap=16, batch_size=1, precision="fp32")
-    shifted = segment(image[k * stride:, k * stride:], model_path, tile_size=64, overlap=16, batch_size=1,
+    full = segment(image, tiny_model, tile_size=64, overlap=16, batch_size=1, precision="fp32")
+    shifted = segment(image[k * stride:, k * stride:], tiny_model, tile_size=64, overlap=16, batch_size=1,
                       precision="fp32")
     inner = (slice(64, None), slice(64, None))
     np.testing.assert_array_equal(shifted[1][(slice(None), *inner)],
@@ -77,43 +65,43 @@ def test_shift_by_tile_strides_gives_the_shifted_prediction(model_path, monkeypa
     np.testing.assert_array_equal(shifted[0][inner], full[0][k * stride:, k * stride:][inner])
 
 
-def test_arbitrary_shift_changes_little(model_path):
+def test_arbitrary_shift_changes_little(tiny_model):
     image = _frame((300, 340), seed=4)
     dy, dx = 13, 29
-    full = segment(image, model_path, tile_size=64, overlap=16, precision="fp32")
-    shifted = segment(image[dy:, dx:], model_path, tile_size=64, overlap=16, precision="fp32")
+    full = segment(image, tiny_model, tile_size=64, overlap=16, precision="fp32")
+    shifted = segment(image[dy:, dx:], tiny_model, tile_size=64, overlap=16, precision="fp32")
     inner = (slice(32, -32), slice(32, -32))
     a, b = full[1][:, dy:, dx:][(slice(None), *inner)], shifted[1][(slice(None), *inner)]
     assert np.abs(a - b).max() < 0.05
     assert np.mean(full[0][dy:, dx:][inner] == shifted[0][inner]) > 0.99
 
 
-def test_bf16_keeps_the_labels(model_path):
+def test_bf16_keeps_the_labels(tiny_model):
     image = _frame((200, 200), seed=5)
-    fp32 = segment(image, model_path, tile_size=64, precision="fp32")
-    bf16 = segment(image, model_path, tile_size=64, precision="bf16")
+    fp32 = segment(image, tiny_model, tile_size=64, precision="fp32")
+    bf16 = segment(image, tiny_model, tile_size=64, precision="bf16")
     assert np.mean(fp32[0] == bf16[0]) > 0.99
     assert np.abs(fp32[1] - bf16[1]).max() < 0.05
 
 
-def test_models_are_loaded_once_per_file_version(model_path, tmp_path):
-    assert get_model(model_path) is get_model(str(model_path))
+def test_models_are_loaded_once_per_file_version(tiny_model, tmp_path):
+    assert get_model(tiny_model) is get_model(str(tiny_model))
     copy = tmp_path / "copy.pt"
-    copy.write_bytes(model_path.read_bytes())
+    copy.write_bytes(tiny_model.read_bytes())
     first = get_model(copy)
     os.utime(copy, ns=(1, 1))
     assert get_model(copy) is not first
-    loaded = get_model(model_path)
+    loaded = get_model(tiny_model)
     assert get_model(loaded) is loaded
     assert loaded.net.encoder[0][0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_errors(model_path, tmp_path):
+def test_errors(tiny_model, tmp_path):
     with pytest.raises(ModelFileError, match="missing.pt"):
         segment(np.zeros((8, 8)), tmp_path / "missing.pt")
     with pytest.raises(ConfigError, match="precision"):
-        segment(np.zeros((8, 8)), model_path, precision="fp16")
+        segment(np.zeros((8, 8)), tiny_model, precision="fp16")
     with pytest.raises(ConfigError, match="2-D"):
-        segment(np.zeros((2, 8, 8)), model_path)
+        segment(np.zeros((2, 8, 8)), tiny_model)
     with pytest.raises(ConfigError, match="overlap"):
-        segment(np.zeros((8, 8)), model_path, tile_size=32, overlap=32)
+        segment(np.zeros((8, 8)), tiny_model, tile_size=32, overlap=32)

@@ -170,15 +170,8 @@ def load_config(preset="damic", path=None, overrides=None):
     """
     changes = {}
     if path is not None:
-        try:
-            with open(path, "rb") as handle:
-                file_changes = tomllib.load(handle)
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read config ({error.strerror})") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: invalid TOML ({error})") from None
-        preset = file_changes.pop("preset", preset)
-        changes = file_changes
+        changes = read_toml(path)
+        preset = changes.pop("preset", preset)
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}: choose from {', '.join(PRESETS)}")
     config = SimConfig()
@@ -188,22 +181,35 @@ def load_config(preset="damic", path=None, overrides=None):
     return config
 
 
+def read_toml(path, what="config"):
+    """Read a TOML file into a dict; :class:`ConfigError` naming the file when it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read {what} ({error.strerror})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML ({error})") from None
+
+
+def parse_override(text):
+    """Split ``"key=value"`` and read the value as TOML (a number, list, ...), else as a plain string."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, value = (part.strip() for part in text.split("=", 1))
+    try:
+        return key, tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, value
+
+
 def _parse_overrides(overrides):
     if not overrides:
         return {}
     if isinstance(overrides, dict):
         items = overrides.items()
     else:
-        items = []
-        for text in overrides:
-            if "=" not in text:
-                raise ConfigError(f"override {text!r} is not of the form section.key=value")
-            key, value = text.split("=", 1)
-            try:
-                value = tomllib.loads(f"v = {value}")["v"]
-            except tomllib.TOMLDecodeError:
-                value = value.strip()
-            items.append((key.strip(), value))
+        items = [parse_override(text) for text in overrides]
     nested = {}
     for key, value in items:
         section, _, name = key.partition(".")

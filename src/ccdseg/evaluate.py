@@ -31,6 +31,7 @@ from ccdseg.classes import CLUSTER, N_CLASSES, NAMES
 from ccdseg.config import load_config
 from ccdseg.errors import CcdsegError, ConfigError, InputError, OutputError
 from ccdseg.simulate import iter_simulations
+from ccdseg.tiling import TILE_SIZE
 
 METHODS = ("classical", "network", "predictions")
 #: Presets of the benchmark set, and its size: 8 images of 512 x 512 px per preset are scored by
@@ -275,7 +276,7 @@ def read_predicted(path, shape):
     return labels
 
 
-def labeller(method="classical", model=None, predictions=None, device="cpu", tile_size=256, precision="bf16",
+def labeller(method="classical", model=None, predictions=None, device="cpu", tile_size=TILE_SIZE, precision="bf16",
              classical_options=None):
     """A function ``label(path, image) -> labels`` for a method.
 

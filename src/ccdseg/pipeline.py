@@ -52,6 +52,7 @@ from ccdseg import catalog, plots
 from ccdseg.classes import NAMES, class_id
 from ccdseg.errors import CcdsegError, ConfigError, InputError, OutputError
 from ccdseg.io import atomic_path, fits_stem, image_header, read_images
+from ccdseg.tiling import TILE_SIZE
 
 METHODS = ("network", "classical")
 #: Pixels used to estimate the gain from the single-electron peaks: enough for a clear comb,
@@ -170,7 +171,7 @@ def _segment(data, method, model, device, tile_size, precision, engine):
 
 
 def process_file(path, out_dir, model=None, hdu=None, probabilities=False, find=None, gain=None,
-                 device="cpu", overwrite=False, method="network", tile_size=512, precision="bf16", engine="torch"):
+                 device="cpu", overwrite=False, method="network", tile_size=TILE_SIZE, precision="bf16", engine="torch"):
     """Segment every image HDU of a FITS file and write the outputs listed in the module docstring.
 
     Parameters

@@ -23,7 +23,7 @@ from ccdseg.errors import ConfigError, ModelFileError
 from ccdseg.export import OnnxModel, is_onnx_path, load_onnx_model
 from ccdseg.model import Model, load_model
 from ccdseg.normalize import normalization_stats, normalize
-from ccdseg.tiling import blend, pad_image, tile_grid
+from ccdseg.tiling import TILE_SIZE, blend, default_overlap, pad_image, tile_grid
 
 PRECISIONS = ("bf16", "fp32")
 ENGINES = ("torch", "onnx")
@@ -88,7 +88,7 @@ def _prepare(model, device):
     return model
 
 
-def segment(image, model=None, tile_size=512, overlap=None, batch_size=1, device="cpu", precision="bf16",
+def segment(image, model=None, tile_size=TILE_SIZE, overlap=None, batch_size=1, device="cpu", precision="bf16",
             return_probabilities=True, engine="torch"):
     """Label every pixel of a raw image as background, glowing, hot pixel or cluster.
 
@@ -147,7 +147,7 @@ def segment(image, model=None, tile_size=512, overlap=None, batch_size=1, device
         raise ConfigError(f"the onnx engine computes in float32: use precision 'fp32', not {precision!r}")
     model = get_model(model, device, engine)
     run_batch = model.probabilities if engine == "onnx" else _torch_engine(model.net, device, precision)
-    overlap = min(64, tile_size // 4) if overlap is None else overlap
+    overlap = default_overlap(tile_size) if overlap is None else overlap
     grid = tile_grid(image.shape, tile_size, overlap, multiple=2 ** model.arch["depth"])
     network_input = pad_image(_normalized(image, model.normalization), grid)
     outputs = _tile_outputs(run_batch, network_input, grid, batch_size)

@@ -30,7 +30,6 @@ import itertools
 import math
 import os
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +39,7 @@ from tqdm.auto import tqdm
 
 from ccdseg import dataset, labelled, losses, metrics, plots
 from ccdseg.classes import CLUSTER, IGNORE, N_CLASSES, NAMES
+from ccdseg.config import parse_override, read_toml
 from ccdseg.errors import ConfigError, InputError, ModelFileError
 from ccdseg.io import atomic_path, write_text_atomic
 from ccdseg.model import build_model, load_model, resolve_arch, save_model
@@ -190,17 +190,9 @@ def load_train_config(path=None, overrides=None, **changes):
     ConfigError
         Unreadable file, unknown key, wrong type or out-of-range value; the message names the key.
     """
-    values = {}
-    if path is not None:
-        try:
-            with open(path, "rb") as handle:
-                values = tomllib.load(handle)
-        except OSError as error:
-            raise ConfigError(f"{path}: cannot read training config ({error.strerror})") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ConfigError(f"{path}: invalid TOML ({error})") from None
+    values = {} if path is None else read_toml(path, "training config")
     for text in overrides or ():
-        key, value = _parse_override(text)
+        key, value = parse_override(text)
         field, _, entry = key.partition(".")
         if entry:
             table = values.get(field, {} if field != "arch" else {"preset": values.get("arch", "default")})
@@ -211,16 +203,6 @@ def load_train_config(path=None, overrides=None, **changes):
             values[key] = value
     values.update({key: value for key, value in changes.items() if value is not None})
     return validate_train_config(values)
-
-
-def _parse_override(text):
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key=value")
-    key, value = (part.strip() for part in text.split("=", 1))
-    try:
-        return key, tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        return key, value
 
 
 def validate_train_config(values):

@@ -3,6 +3,7 @@
 import sys
 
 from ccdseg.errors import CcdsegError, ConfigError
+from ccdseg.tiling import TILE_SIZE
 
 
 def register(subparsers):
@@ -32,7 +33,8 @@ def register(subparsers):
     parser.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default: cpu)")
-    parser.add_argument("--tile-size", type=int, default=256, metavar="N", help="network tile side in px (256)")
+    parser.add_argument("--tile-size", type=int, default=TILE_SIZE, metavar="N",
+                        help=f"network tile side in px ({TILE_SIZE})")
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="network arithmetic")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench = parser.add_argument_group("benchmark set")

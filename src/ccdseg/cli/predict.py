@@ -3,6 +3,7 @@
 import sys
 
 from ccdseg.classes import NAMES
+from ccdseg.tiling import TILE_SIZE
 
 
 def register(subparsers):
@@ -26,7 +27,8 @@ def register(subparsers):
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--method", choices=("network", "classical"), default="network",
                         help="the U-Net (default) or the classical thresholding baseline")
-    parser.add_argument("--tile-size", type=int, default=512, metavar="N", help="network tile side in px (512)")
+    parser.add_argument("--tile-size", type=int, default=TILE_SIZE, metavar="N",
+                        help=f"network tile side in px ({TILE_SIZE})")
     parser.add_argument("--precision", choices=("bf16", "fp32"),
                         help="network arithmetic: bf16 autocast (default of the torch engine, faster) or fp32 "
                              "(the onnx engine's only one)")
