@@ -2,8 +2,6 @@ import json
 import sys
 
 import numpy as np
-import onnx
-import onnxruntime
 import pytest
 import torch
 from astropy.io import fits
@@ -16,6 +14,9 @@ from ccdseg.model import load_model
 from conftest import TINY_ARCH, save_tiny_model
 from ccdseg.normalize import normalize
 from ccdseg.predict import get_model, segment
+
+onnx = pytest.importorskip("onnx")
+onnxruntime = pytest.importorskip("onnxruntime")
 
 NORMALIZATION = {"row_window": 9, "asinh_scale": 2.5}
 
