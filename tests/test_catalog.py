@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from conftest import DAMICM_SAMPLE
 from astropy.io import fits
 from astropy.table import Table
 
@@ -7,7 +8,6 @@ from ccdseg.catalog import CATALOG_COLUMNS, estimate_gain, find_clusters, find_s
 from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
 from ccdseg.errors import ConfigError
 
-DAMICM = "/work/shared/data/damicm_module_test.fz"
 
 
 @pytest.fixture
@@ -137,7 +137,7 @@ def test_estimate_gain_resolved_and_unresolved():
 
 
 def test_estimate_gain_on_the_damicm_sample():
-    with fits.open(DAMICM) as hdus:
+    with fits.open(DAMICM_SAMPLE) as hdus:
         images = [hdu.data.astype(np.float64) for hdu in hdus[1:]]
     for image in images:
         gain = estimate_gain(image)

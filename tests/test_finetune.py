@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from conftest import DAMICM_SAMPLE
 import torch
 
 from ccdseg import io, losses
@@ -34,9 +35,6 @@ def cluster_f1(path, images, labels):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A tiny model trained on pure simulation, then fine-tuned on pasted CCD_A/CCD_B frames (about 40 s)."""
-    from conftest import DAMICM_SAMPLE
-    if not DAMICM_SAMPLE.exists():
-        pytest.skip(f"{DAMICM_SAMPLE} not present")
     root = tmp_path_factory.mktemp("finetune")
     frames = {frame.name: frame for frame in io.read_images(DAMICM_SAMPLE)}
     for index, (name, seed) in enumerate([("CCD_A", 10), ("CCD_B", 11), ("CCD_A", 12), ("CCD_B", 13)]):
