@@ -35,3 +35,15 @@ def test_shipped_model_beats_the_classical_baseline(preset):
     ours, theirs = class_scores(network)["f1"], class_scores(classical)["f1"]
     assert ours[CLUSTER] > 0.9 and ours[CLUSTER] > theirs[CLUSTER] + 0.02
     assert ours[HOT_PIXEL] > 0.95 and ours[HOT_PIXEL] > theirs[HOT_PIXEL] + 0.05
+
+
+@pytest.mark.slow
+def test_demo_full_frame_with_the_shipped_model(tmp_path):
+    """The README's first Quick start command, on the full 4096 x 4096 frame (~40 s)."""
+    from ccdseg.demo import run_demo
+
+    outcome = run_demo(tmp_path, progress=False)
+    assert outcome["failures"] == []
+    f1 = class_scores(outcome["confusion"])["f1"]
+    assert f1[CLUSTER] > 0.9 and f1[HOT_PIXEL] > 0.95
+    assert outcome["clusters"]["efficiency"] > 0.85 and outcome["clusters"]["false_per_mpix"] < 20

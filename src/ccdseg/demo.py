@@ -36,8 +36,9 @@ def run_demo(out_dir="ccdseg_demo", size=(4096, 4096), preset="damic", seed=2026
     Returns
     -------
     dict
-        ``results`` (pipeline results of both files), ``failures`` and ``report`` (the
-        classification report of the simulated frame against its truth, as text).
+        ``results`` (pipeline results of both files), ``failures``, and for the simulated
+        frame against its truth: ``confusion`` (pixels), ``clusters`` (object metrics of
+        :func:`ccdseg.metrics.cluster_object_metrics`) and ``report`` (both as text).
     """
     out_dir = Path(out_dir)
     config = load_config(preset, overrides={"detector.height": size[0], "detector.width": size[1],
@@ -56,4 +57,4 @@ def run_demo(out_dir="ccdseg_demo", size=(4096, 4096), preset="damic", seed=2026
                 f"(efficiency {objects['efficiency']:.3f}), false clusters per Mpix {objects['false_per_mpix']:.2f}, "
                 f"charge completeness {objects['charge_completeness']:.3f}, "
                 f"50 % of clusters found at {objects['charge_at_level_e']:.1f} e-\n")
-    return {"results": results, "failures": failures, "report": report}
+    return {"results": results, "failures": failures, "confusion": confusion, "clusters": objects, "report": report}

@@ -1,5 +1,6 @@
 """``ccdseg train``: train a model from a TOML recipe."""
 
+import os
 from pathlib import Path
 
 
@@ -35,5 +36,6 @@ def run(args):
                                init=args.init, freeze_encoder=args.freeze_encoder or None,
                                labelled_dir=args.labelled_dir, skip_bad_pairs=args.skip_bad_pairs or None)
     path = train(config, resume=args.resume, progress=not args.quiet)
-    print(f"wrote {path}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes the model
+        print(f"wrote {path}")
     return 0
