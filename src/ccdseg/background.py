@@ -69,16 +69,3 @@ def robust_sigma(values):
     core = values[spread <= np.percentile(nonzero, 50)]
     return float(np.std(core))
 
-
-def subtract_pedestal(image, window=15):
-    """Image minus its per-row pedestal, and the robust noise of the result.
-
-    Returns
-    -------
-    residual : ndarray (H, W), float64
-        ``image`` minus :func:`row_pedestal`; non-finite pixels stay non-finite.
-    sigma : float
-        :func:`robust_sigma` of the residual, in the unit of ``image``.
-    """
-    residual = np.asarray(image, dtype=np.float64) - row_pedestal(image, window)[:, None]
-    return residual, robust_sigma(residual)

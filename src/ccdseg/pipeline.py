@@ -36,7 +36,6 @@ of the image (only the first column sits ~3 ADU higher, a known first-pixel effe
 """
 
 import contextlib
-import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -383,14 +382,12 @@ def _process(path, images, primary, paths, model, probabilities, find_id, gain, 
         hdulist.writeto(temps["seg"], overwrite=True, checksum=True)
         table.write(temps["csv"], format="ascii.csv", overwrite=True)
         Path(temps["reg"]).write_text(_region_text(tables, [image.label for image in images]))
-        _write_figure(lambda target: plots.plot_segmentation_panels(panels, target, title=path.name),
-                      temps["png"])
+        plots.plot_segmentation_panels(panels, temps["png"], title=path.name)
         for image, (_, _, labels) in zip(images, panels):
             role = "find:" + ("" if single else image.label)
             if role in temps:
                 sections = catalog.find_sections(labels, find_id, margin=_FIND_MARGIN)
-                _write_figure(lambda target: plots.plot_sections(image.data, labels, sections, target),
-                              temps[role])
+                plots.plot_sections(image.data, labels, sections, temps[role])
     return FileResult(path, list(paths.values()), results)
 
 
@@ -404,12 +401,3 @@ def _region_text(tables, names):
     return "\n".join(lines) + "\n"
 
 
-def _write_figure(draw, temp):
-    """Draw a PNG onto the temporary path ``temp`` (whose ``.tmp`` suffix would hide the format)."""
-    png = temp.with_name(temp.name + ".png")
-    try:
-        draw(png)
-        os.replace(png, temp)
-    finally:
-        if png.exists():
-            png.unlink()

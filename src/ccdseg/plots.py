@@ -6,7 +6,6 @@ or changed (an interactive session keeps its backend and its open figures). File
 
 import csv
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,28 +16,23 @@ from matplotlib.patches import Patch
 from ccdseg.background import row_pedestal
 from ccdseg.classes import BACKGROUND, COLORS, IGNORE, N_CLASSES, NAMES, rgb_table
 from ccdseg.errors import InputError, OutputError
+from ccdseg.io import atomic_path
 
 #: Grey for pixels labelled IGNORE.
 _IGNORE_RGB = (128, 128, 128)
 
 
 def _save(fig, path, dpi=100):
-    """Write ``fig`` to ``path`` through a temporary file in the same directory, then rename it."""
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "png"
+    """Write ``fig`` to ``path`` as PNG, atomically (whatever the suffix of ``path``)."""
     FigureCanvasAgg(fig)
-    try:
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{fmt}", dir=path.parent)
-    except OSError as error:
-        raise OutputError(f"{path}: cannot write the figure ({error.strerror})") from error
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            fig.savefig(stream, format=fmt, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    except (OSError, ValueError) as error:
-        os.unlink(tmp)
-        raise OutputError(f"{path}: cannot write the figure ({error})") from error
-    return path
+    if not Path(path).parent.is_dir():  # figures go beside other outputs: no directory is made for them
+        raise OutputError(f"{path}: cannot write the figure (no directory {Path(path).parent})")
+    with atomic_path(path, overwrite=True) as temp:
+        try:
+            fig.savefig(temp, format="png", dpi=dpi, bbox_inches="tight")
+        except ValueError as error:
+            raise OutputError(f"{path}: cannot write the figure ({error})") from error
+    return Path(path)
 
 
 def class_fractions(labels):
