@@ -329,7 +329,8 @@ def test_truth_that_does_not_match(tmp_path):
     other = simulate_image(load_config("damic", overrides=["detector.height=32", "detector.width=48"]), seed=2)
     write_simulation(other, tmp_path / "b.fits")
     truth_path(image).write_bytes(truth_path(tmp_path / "b.fits").read_bytes())
-    with pytest.raises(InputError, match=r"a\.fits: image shape \(32, 32\) differs from its labels' \(32, 48\)"):
+    with pytest.raises(InputError, match=r"a_truth\.fits: truth shape \(32, 48\) does not match the image shape "
+                                         r"\(32, 32\) of a\.fits"):
         read_simulated_dir(tmp_path)
 
 

@@ -12,7 +12,10 @@ def test_presets_have_their_physics():
     assert thesis.detector.pedestal_adu == 8800.0
     assert thesis.glow.amplitude_e == (1400.0, 1500.0) and thesis.glow.shapes == ("band",)
     assert thesis.hot.amplitude_e == (2200.0, 2200.0)
-    assert set(PRESETS) == {"damic", "skipper", "thesis"}
+    assert set(PRESETS) == {"damic", "skipper", "damicm", "thesis"}
+    damicm = load_config("damicm")
+    assert damicm.detector.noise_e == skipper.detector.noise_e
+    assert damicm.detector.dark_charge_e == (0.0, 2.5)
 
 
 def test_toml_file_and_overrides(tmp_path):

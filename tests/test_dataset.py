@@ -5,8 +5,10 @@ import pytest
 
 from ccdseg import dataset, io
 from ccdseg.background import robust_sigma
+from ccdseg.classes import GLOWING
 from ccdseg.config import load_config
 from ccdseg.errors import ConfigError, InputError
+from ccdseg.normalize import normalization_stats, normalize
 from ccdseg.simulate import simulate_image
 
 
@@ -18,20 +20,42 @@ def test_simulated_tiles_same_seed_same_tiles():
     first = take(dataset.simulated_tiles(size=32, seed=5, image_size=64), 6)
     again = take(dataset.simulated_tiles(size=32, seed=5, image_size=64), 6)
     other = take(dataset.simulated_tiles(size=32, seed=6, image_size=64), 6)
-    for (image, labels), (image2, labels2) in zip(first, again):
+    for (image, labels, _), (image2, labels2, _) in zip(first, again):
         assert image.shape == labels.shape == (32, 32)
         assert image.dtype == np.float32 and labels.dtype == np.uint8
         np.testing.assert_array_equal(image, image2)
         np.testing.assert_array_equal(labels, labels2)
     assert not np.array_equal(first[0][0], other[0][0])
     # a 64 px image gives 4 different tiles of 32 px before the next image
-    assert len({tile.tobytes() for tile, _ in first[:4]}) == 4
+    assert len({tile.tobytes() for tile, _, _ in first[:4]}) == 4
+
+
+def test_tile_statistics_come_from_the_whole_image():
+    # strong edge glow over the left half: a tile's own row medians would sit on the glow,
+    # the whole image's sit on the pedestal, as prediction measures them on the whole frame
+    sim = simulate_image(load_config("damic", overrides={
+        "detector.height": 128, "detector.width": 128, "glow.probability": 1.0, "glow.shapes": ["edge"],
+        "glow.amplitude_e": [300, 300], "glow.length_px": [40, 40], "glow.warm_columns": [0, 0]}), seed=3)
+    tiles = dataset.image_tiles(sim.image, sim.labels, 64)
+    whole = normalization_stats(sim.image)
+    for (image, labels, stats), (y, x) in zip(tiles, dataset.grid_positions(sim.image.shape, 64)):
+        np.testing.assert_array_equal(image, sim.image[y:y + 64, x:x + 64])
+        np.testing.assert_array_equal(stats.pedestal, whole.pedestal[y:y + 64])
+        assert stats.sigma == whole.sigma
+    glowing_tile = next(image for image, labels, _ in tiles if (labels == GLOWING).mean() > 0.9)
+    own = normalization_stats(glowing_tile)
+    assert np.median(own.pedestal - whole.pedestal[:64]) > 20 * 10  # > 20 e- of glow at 10 ADU/e-
+    # pooled images: the same tiles, in a shuffled order that mixes the images
+    single = take(dataset.simulated_tiles(size=32, seed=5, image_size=64), 8)
+    pooled = take(dataset.simulated_tiles(size=32, seed=5, image_size=64, pool=2), 8)
+    assert sorted(t.tobytes() for t, _, _ in single) == sorted(t.tobytes() for t, _, _ in pooled)
+    assert [t.tobytes() for t, _, _ in single] != [t.tobytes() for t, _, _ in pooled]
 
 
 def test_simulated_tiles_follow_the_preset_mix():
     # thesis images have a pedestal of 8800 ADU (more under glow), skipper ones of -40 ADU
     tiles = take(dataset.simulated_tiles({"thesis": 1.0, "skipper": 3.0}, size=32, seed=0), 200)
-    medians = np.array([np.median(image) for image, _ in tiles])
+    medians = np.array([np.median(image) for image, _, _ in tiles])
     assert np.all((medians > 8700) | ((medians > -45) & (medians < 100)))
     share_thesis = np.mean(medians > 4000)
     assert 0.15 < share_thesis < 0.35  # expected 0.25, binomial sd 0.03
@@ -60,13 +84,22 @@ def test_jitter_changes_readout_not_structure():
     image[60:64, 60:64] += 500.0  # a "cluster": its pixels stay where they are and stay bright
     labels = np.zeros(image.shape, np.uint8)
     labels[60:64, 60:64] = 3
-    out = dataset.jitter(image, rng, gain_scale=(2.0, 2.0), pedestal_shift_adu=(5.0, 5.0), extra_noise=(0.0, 0.0))
+    stats = normalization_stats(image)
+    out, out_stats = dataset.jitter(image, stats, rng, gain_scale=(2.0, 2.0), pedestal_shift_adu=(5.0, 5.0),
+                                    extra_noise=(0.0, 0.0))
     assert out.dtype == np.float32 and out.shape == image.shape
     assert abs(np.median(out) - 1005.0) < 1.0
     assert robust_sigma(out) == pytest.approx(2 * robust_sigma(image), rel=1e-3)
     assert np.all(out[labels == 3] > np.median(out) + 800)
-    noisy = dataset.jitter(image, rng, gain_scale=(1.0, 1.0), pedestal_shift_adu=(0.0, 0.0), extra_noise=(1.0, 1.0))
+    # the changed statistics are those of the changed image, so the network input is unchanged
+    measured = normalization_stats(out)
+    np.testing.assert_allclose(out_stats.pedestal, measured.pedestal, atol=1e-3)
+    assert out_stats.sigma == pytest.approx(measured.sigma, rel=1e-3)
+    np.testing.assert_allclose(normalize(out, stats=out_stats), normalize(image, stats=stats), atol=1e-5)
+    noisy, noisy_stats = dataset.jitter(image, stats, rng, gain_scale=(1.0, 1.0), pedestal_shift_adu=(0.0, 0.0),
+                                        extra_noise=(1.0, 1.0))
     assert robust_sigma(noisy) == pytest.approx(np.sqrt(2) * 10.0, rel=0.05)
+    assert noisy_stats.sigma == pytest.approx(robust_sigma(noisy), rel=0.05)
     assert np.all(noisy[labels == 3] > np.median(noisy) + 400)
 
 
@@ -87,13 +120,14 @@ def test_file_tiles_read_simulations_and_split_021(tmp_path):
 
     val_tiles = list(dataset.file_tiles(tmp_path, 32, "val", seed=3))
     assert len(val_tiles) == 4
-    for (index, y, x), (image, labels) in zip(val, val_tiles):
+    for (index, y, x), (image, labels, stats) in zip(val, val_tiles):
         np.testing.assert_array_equal(image, sims[index].image[y:y + 32, x:x + 32])
         np.testing.assert_array_equal(labels, sims[index].labels[y:y + 32, x:x + 32])
+        np.testing.assert_array_equal(stats.pedestal, normalization_stats(sims[index].image).pedestal[y:y + 32])
     # one pass of the endless training stream is exactly the training tiles, none of validation
     first_pass = take(dataset.file_tiles(pairs, 32, "train", seed=3), 16)
     expected = {sims[i].image[y:y + 32, x:x + 32].tobytes() for i, y, x in train}
-    assert {image.tobytes() for image, _ in first_pass} == expected
+    assert {image.tobytes() for image, _, _ in first_pass} == expected
     assert len(take(dataset.file_tiles(pairs, 32, "train", seed=3), 40)) == 40
 
 

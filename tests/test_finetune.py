@@ -8,7 +8,7 @@ import torch
 
 from ccdseg import io, losses
 from ccdseg.classes import IGNORE
-from ccdseg.dataset import grid_positions
+from ccdseg.dataset import image_tiles
 from ccdseg.model import load_model
 from ccdseg.paste import paste_events, resolve_gain
 from ccdseg.train import evaluate, load_train_config, scores, train
@@ -19,16 +19,15 @@ SMALL = {"test_tiles": 8, "val_tiles": 8, "weight_tiles": 8, "num_threads": 1, "
 
 
 def pasted_tiles(frame, seed, size=64):
+    """Images, labels and normalisation statistics of the tiles of a frame with events pasted on it."""
     sim = paste_events(frame.data, "skipper", resolve_gain(frame.data, frame.header), seed=seed)
-    tiles = [(sim.image[y:y + size, x:x + size], sim.labels[y:y + size, x:x + size])
-             for y, x in grid_positions(sim.image.shape, size)]
-    return [t[0] for t in tiles], [t[1] for t in tiles]
+    return tuple(map(list, zip(*image_tiles(sim.image, sim.labels, size))))
 
 
-def cluster_f1(path, images, labels):
+def cluster_f1(path, tiles):
     model = load_model(path)
     config = load_train_config(TINY, normalization=model.normalization, **SMALL)
-    _, matrix, _ = evaluate(model.net, images, labels, config, losses.make_loss("ce", None, IGNORE), "cpu")
+    _, matrix, _ = evaluate(model.net, tiles, config, losses.make_loss("ce", None, IGNORE), "cpu")
     return scores(matrix)["cluster_f1"]
 
 
@@ -54,8 +53,8 @@ def runs(tmp_path_factory):
 def test_finetuning_on_pasted_real_frames_improves_cluster_f1(runs):
     base, tuned, _, frames = runs
     # held out: another CCD of the module and seeds never used in training
-    images, labels = pasted_tiles(frames["CCD_C"], seed=99)
-    before, after = cluster_f1(base, images, labels), cluster_f1(tuned, images, labels)
+    tiles = pasted_tiles(frames["CCD_C"], seed=99)
+    before, after = cluster_f1(base, tiles), cluster_f1(tuned, tiles)
     print(f"held-out pasted CCD_C cluster F1: start {before:.3f}, fine-tuned {after:.3f}")
     assert after > before + 0.05
 

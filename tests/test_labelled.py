@@ -79,5 +79,5 @@ def test_training_refuses_bad_pairs_unless_told_to_skip(labelled_dir):
     # a half-and-half mix with simulation: about half the tiles come from the labelled images
     config.sources = {"simulation": 0.5, "labelled": 0.5}
     tiles = training_tiles(config, np.random.SeedSequence(0), pairs)
-    from_files = [np.isin(image, (0.0, 1.0, 2.0)).all() for image, _ in (next(tiles) for _ in range(60))]
+    from_files = [np.isin(image, (0.0, 1.0, 2.0)).all() for image, _, _ in (next(tiles) for _ in range(60))]
     assert 15 <= sum(from_files) <= 45

@@ -41,6 +41,7 @@ def test_damicm_sample_end_to_end(damicm_sample, tiny_model, tmp_path):
         assert seg[0].data is None
         assert seg[0].header["PRESCAN"] == 8 and seg[0].header["NDCM"] == 500  # input primary keys
         assert seg[0].header["CSMODEL"] == "tiny.pt" and seg[0].header["CSMETHOD"] == "network"
+        assert seg[0].header["CSCLTHR"] == "argmax"
         assert seg[0].header["CCDSEGV"]
         clusters = Table.read(seg["CLUSTERS"])
         assert clusters.colnames == list(CATALOG_COLUMNS)
@@ -161,6 +162,8 @@ def test_classical_method_needs_no_torch(tmp_path):
         assert len(seg["CLUSTERS"].data) == int(done.stdout)
     with pytest.raises(ConfigError, match="probabilities"):
         process_file(path, tmp_path / "out2", method="classical", probabilities=True)
+    with pytest.raises(ConfigError, match="cluster_threshold"):
+        process_file(path, tmp_path / "out2", method="classical", cluster_threshold=0.1)
 
 
 def _cli(argv):
@@ -181,3 +184,11 @@ def test_cli(tiny_model, tmp_path, capsys):
     assert str(out) in captured.out and "good_seg.fits" in captured.out and "region(s) of class cluster" in captured.out
     assert _cli(["predict", str(good), "--out-dir", str(out), "--model", str(tiny_model), "--overwrite",
                  "--no-progress"]) == 0
+    # an operating point of 0.001 labels at least the argmax clusters, and the header records it
+    with fits.open(out / "good_seg.fits") as seg:
+        argmax_clusters = np.count_nonzero(seg["LABELS"].data == CLUSTER)
+    assert _cli(["predict", str(good), "--out-dir", str(out), "--model", str(tiny_model), "--overwrite",
+                 "--cluster-threshold", "0.001", "--no-progress"]) == 0
+    with fits.open(out / "good_seg.fits") as seg:
+        assert seg[0].header["CSCLTHR"] == 0.001
+        assert np.count_nonzero(seg["LABELS"].data == CLUSTER) >= argmax_clusters

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ccdseg import predict
-from ccdseg.classes import BACKGROUND, N_CLASSES
+from ccdseg.classes import BACKGROUND, CLUSTER, N_CLASSES
 from ccdseg.errors import ConfigError, ModelFileError
 from ccdseg.normalize import NormalizationStats
 from ccdseg.predict import get_model, segment
@@ -105,3 +105,17 @@ def test_errors(tiny_model, tmp_path):
         segment(np.zeros((2, 8, 8)), tiny_model)
     with pytest.raises(ConfigError, match="overlap"):
         segment(np.zeros((8, 8)), tiny_model, tile_size=32, overlap=32)
+
+
+def test_cluster_threshold_sets_the_operating_point(tiny_model):
+    image = _frame((128, 128), seed=4)
+    labels, probabilities = segment(image, tiny_model, tile_size=64)
+    p_cluster = probabilities[CLUSTER]
+    threshold = float(np.quantile(p_cluster, 0.9))  # a tenth of the pixels reach it
+    low, _ = segment(image, tiny_model, tile_size=64, cluster_threshold=threshold)
+    np.testing.assert_array_equal(low == CLUSTER, (p_cluster >= threshold) | (labels == CLUSTER))
+    np.testing.assert_array_equal(low[low != CLUSTER], labels[low != CLUSTER])  # other classes stay argmax
+    np.testing.assert_array_equal(predict.decide(probabilities, threshold), low)
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ConfigError, match="cluster_threshold"):
+            segment(image, tiny_model, tile_size=64, cluster_threshold=bad)

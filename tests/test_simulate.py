@@ -101,24 +101,25 @@ def test_point_cluster_width_follows_the_diffusion_law():
 
 
 def test_every_label_is_traceable_to_a_component():
-    for preset in ("damic", "skipper", "thesis"):
+    for preset in ("damic", "skipper", "damicm", "thesis"):
         sim = simulate_image(load_config(preset, overrides={"detector.height": 256, "detector.width": 256,
                                                               "clusters.alphas_per_mpix": [20, 20],
                                                               "glow.probability": 1.0}), seed=8)
-        cluster_min, glow_min = label_thresholds(sim.config)
+        cluster_min, glow_min = label_thresholds(sim.config, sim.charge["dark_expected"])
         c, labels = sim.charge, sim.labels
+        is_cluster, is_glow = c["cluster"] >= cluster_min, c["glow_expected"] >= glow_min
         assert set(np.unique(labels)) <= {BACKGROUND, GLOWING, HOT_PIXEL, CLUSTER}
-        assert np.all(c["cluster"][labels == CLUSTER] >= cluster_min)
+        assert np.all(is_cluster[labels == CLUSTER])
         is_hot = labels == HOT_PIXEL
-        assert np.all((c["hot_expected"][is_hot] > 0) | (c["hot"][is_hot] >= cluster_min))
-        assert np.all(c["glow_expected"][labels == GLOWING] >= glow_min)
+        assert np.all(((c["hot_expected"] > 0) | (c["hot"] >= cluster_min))[is_hot])
+        assert np.all(is_glow[labels == GLOWING])
         background = labels == BACKGROUND
-        assert np.all(c["cluster"][background] < cluster_min)
+        assert not np.any(is_cluster[background])
         assert np.all(c["hot_expected"][background] == 0)
-        assert np.all(c["glow_expected"][background] < glow_min)
+        assert not np.any(is_glow[background])
         # overlaps resolved cluster > hot pixel > glowing
-        assert np.all(labels[(c["cluster"] >= cluster_min)] == CLUSTER)
-        assert np.all(labels[(c["hot_expected"] > 0) & (c["cluster"] < cluster_min)] == HOT_PIXEL)
+        assert np.all(labels[is_cluster] == CLUSTER)
+        assert np.all(labels[(c["hot_expected"] > 0) & ~is_cluster] == HOT_PIXEL)
         # every cluster pixel belongs to a truth cluster, and the truth pixel counts add up
         assert np.all(sim.ids[labels == CLUSTER] > 0) and np.all(sim.ids[labels != CLUSTER] == 0)
         assert sim.truth["npix"].sum() == (labels == CLUSTER).sum()

@@ -42,7 +42,7 @@ def test_tiny_training_learns_clusters(tiny_run):
     # 150 steps of a 2 k-parameter net: cluster F1 reaches ~0.7 on the held-out tiles; the
     # all-background predictor scores 0 and has the accuracy of the background share
     assert test["f1_cluster"] > 0.5
-    _, labels = held_out_tiles(config, "test")
+    _, labels, _ = held_out_tiles(config, "test")
     background_share = np.mean(np.concatenate(labels) == BACKGROUND)
     assert test["accuracy"] > background_share + 0.5 * (1 - background_share)
     assert model.metadata["train_config"]["tile_size"] == config.tile_size
@@ -101,7 +101,7 @@ def test_config_errors_name_the_key(tmp_path):
 def test_committed_configs_and_overrides():
     default = load_train_config(DEFAULT)
     assert default.arch == "default" and default.tile_size in (128, 256)
-    assert set(default.presets) == {"damic", "skipper", "thesis"}
+    assert set(default.presets) == {"damic", "skipper", "damicm", "thesis"}
     tiny = load_train_config(TINY, ["arch.base_width=4", "presets.thesis=1.0", "lr=1e-3"], epochs=7)
     assert tiny.arch["base_width"] == 4 and tiny.arch["depth"] == 2
     assert tiny.presets["thesis"] == 1.0 and tiny.lr == 1e-3 and tiny.epochs == 7

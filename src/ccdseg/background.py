@@ -32,11 +32,16 @@ def row_pedestal(image, window=15):
         Pedestal of each row, in the unit of ``image``.
     """
     image = np.asarray(image, dtype=np.float64)
-    finite = np.where(np.isfinite(image), image, np.nan)
-    with warnings.catch_warnings():
-        # a row without finite pixels has a NaN median, filled in below
-        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
-        medians = np.nanmedian(finite, axis=1) if finite.size else np.zeros(image.shape[0])
+    if image.size == 0:
+        medians = np.zeros(image.shape[0])
+    elif np.isfinite(image).all():  # the common case; nanmedian is several times slower
+        medians = np.median(image, axis=1)
+    else:
+        finite = np.where(np.isfinite(image), image, np.nan)
+        with warnings.catch_warnings():
+            # a row without finite pixels has a NaN median, filled in below
+            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+            medians = np.nanmedian(finite, axis=1)
     if np.all(np.isnan(medians)):
         return np.zeros(image.shape[0])
     # rows without a finite pixel take the pedestal of the nearest row that has one

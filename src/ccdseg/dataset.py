@@ -1,11 +1,15 @@
-"""Training tiles: (image in ADU, labels) pairs from the simulator or from simulated files.
+"""Training tiles: (image in ADU, labels, normalisation statistics) from the simulator or from files.
 
-Every source is an iterator of ``(image float32 (S, S) ADU, labels uint8 (S, S))`` driven by
-a seed, so the same seed gives the same tiles. Normalisation is not done here: the trainer
-applies :func:`ccdseg.normalize.normalize` to each tile, the same function prediction uses.
-Augmentation comes in two parts because they act on different units: :func:`jitter` changes
-the raw image in ADU (before normalisation), :func:`flip_rotate` moves pixels of image and
-labels alike (after normalisation, so that the per-row pedestal is still a row).
+Every source is an iterator of ``(image float32 (S, S) ADU, labels uint8 (S, S), stats)``
+driven by a seed, so the same seed gives the same tiles. ``stats`` are the
+:class:`ccdseg.normalize.NormalizationStats` of the tile's rows measured on the *whole* image
+it was cut from, as prediction measures them on the whole frame: a tile's own row medians
+would be pulled up by glow that covers much of a short row, and the network would learn a
+glow level it never sees at prediction. The trainer applies
+:func:`ccdseg.normalize.normalize` with these statistics. Augmentation comes in two parts
+because they act on different units: :func:`jitter` changes the raw image in ADU (and its
+statistics alike), :func:`flip_rotate` moves pixels of image and labels alike (after
+normalisation, so that the per-row pedestal is still a row).
 """
 
 import itertools
@@ -13,23 +17,24 @@ from pathlib import Path
 
 import numpy as np
 
-from ccdseg.background import robust_sigma
 from ccdseg.config import load_config
 from ccdseg.errors import ConfigError, InputError
-from ccdseg.io import FITS_SUFFIXES, read_images, read_truth
+from ccdseg.io import FITS_SUFFIXES, read_simulation
+from ccdseg.normalize import NormalizationStats, normalization_stats
 from ccdseg.simulate import simulate_image
 
 #: Share of each preset in the simulated training mix.
-DEFAULT_PRESETS = {"damic": 0.4, "skipper": 0.4, "thesis": 0.2}
+DEFAULT_PRESETS = {"damic": 0.35, "skipper": 0.25, "damicm": 0.2, "thesis": 0.2}
 #: Share of the tiles of a file dataset kept for validation (the 2020 thesis used 21 %).
 VAL_FRACTION = 0.21
 
 
-def simulated_tiles(presets=None, size=128, seed=0, overrides=None, image_size=None):
+def simulated_tiles(presets=None, size=128, seed=0, overrides=None, image_size=None, normalization=None, pool=1):
     """Endless, reproducible stream of simulated tiles.
 
     Each image is simulated with a preset drawn with the given probabilities, then cut into
-    a grid of ``size`` x ``size`` tiles that are yielded in turn.
+    a grid of ``size`` x ``size`` tiles; the tiles of ``pool`` images are yielded in a random
+    order, so that a batch mixes images (and presets).
 
     Parameters
     ----------
@@ -44,6 +49,10 @@ def simulated_tiles(presets=None, size=128, seed=0, overrides=None, image_size=N
     image_size : int, optional
         Height and width of each simulated image (px), a multiple of ``size``; default ``size``.
         Larger images put glow and defects at realistic distances from most tiles.
+    normalization : dict, optional
+        Normalisation parameters of the statistics (see :mod:`ccdseg.normalize`).
+    pool : int
+        Images whose tiles are shuffled together.
 
     Yields
     ------
@@ -51,6 +60,8 @@ def simulated_tiles(presets=None, size=128, seed=0, overrides=None, image_size=N
         Tile in ADU.
     labels : ndarray (size, size) uint8
         Class of every pixel.
+    stats : NormalizationStats
+        Pedestal of the tile's rows and noise (ADU), measured on the whole image.
     """
     presets = dict(DEFAULT_PRESETS if presets is None else presets)
     image_size = size if image_size is None else image_size
@@ -64,11 +75,28 @@ def simulated_tiles(presets=None, size=128, seed=0, overrides=None, image_size=N
     # a fresh copy: spawning from the caller's sequence would change the stream it gets next time
     sequence = (np.random.SeedSequence(seed.entropy, spawn_key=seed.spawn_key)
                 if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed))
+    if pool < 1:
+        raise ConfigError(f"pool = {pool!r}: must be >= 1")
     while True:
-        rng = np.random.default_rng(sequence.spawn(1)[0])
-        sim = simulate_image(configs[rng.choice(len(names), p=weights / weights.sum())], rng=rng)
-        for y, x in grid_positions(sim.image.shape, size):
-            yield sim.image[y:y + size, x:x + size], sim.labels[y:y + size, x:x + size]
+        tiles = []
+        for child in sequence.spawn(pool):
+            rng = np.random.default_rng(child)
+            sim = simulate_image(configs[rng.choice(len(names), p=weights / weights.sum())], rng=rng)
+            tiles.extend(image_tiles(sim.image, sim.labels, size, normalization))
+        order = rng.permutation(len(tiles)) if pool > 1 else range(len(tiles))
+        yield from (tiles[i] for i in order)
+
+
+def image_tiles(image, labels, size, normalization=None):
+    """(tile, labels, stats) of the tile grid of an image, the statistics measured on the whole image."""
+    stats = normalization_stats(image, normalization)
+    return [(image[y:y + size, x:x + size], labels[y:y + size, x:x + size], tile_stats(stats, y, size))
+            for y, x in grid_positions(image.shape, size)]
+
+
+def tile_stats(stats, y, size):
+    """Normalisation statistics of the rows ``y:y + size`` of an image."""
+    return NormalizationStats(stats.pedestal[y:y + size], stats.sigma)
 
 
 def _with_shape(overrides, image_size):
@@ -99,7 +127,7 @@ def read_simulated_dir(directory):
     Raises
     ------
     InputError
-        No simulated image in the directory, or an image and its labels differ in shape.
+        No simulated image in the directory, or one that :func:`ccdseg.io.read_simulation` rejects.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -108,11 +136,8 @@ def read_simulated_dir(directory):
                    if p.name.lower().endswith(FITS_SUFFIXES) and "_truth." not in p.name)
     pairs = []
     for path in files:
-        image = read_images(path)[0].data
-        labels = read_truth(path)[0]
-        if image.shape != labels.shape:
-            raise InputError(path, f"image shape {image.shape} differs from its labels' {labels.shape}")
-        pairs.append((path.name, image, labels))
+        image, labels, _, _ = read_simulation(path)
+        pairs.append((path.name, image.data, labels))
     if not pairs:
         raise InputError(directory, "no simulated images (NAME.fits with NAME_truth.fits)")
     return pairs
@@ -147,7 +172,8 @@ def split_tiles(pairs, size, val_fraction=VAL_FRACTION, seed=0):
     return [tiles[i] for i in order[n_val:]], [tiles[i] for i in order[:n_val]]
 
 
-def file_tiles(source, size=128, split="train", val_fraction=VAL_FRACTION, seed=0, order_seed=None):
+def file_tiles(source, size=128, split="train", val_fraction=VAL_FRACTION, seed=0, order_seed=None,
+               normalization=None):
     """Tiles of a directory of simulated images (see :func:`read_simulated_dir`).
 
     Parameters
@@ -165,10 +191,12 @@ def file_tiles(source, size=128, split="train", val_fraction=VAL_FRACTION, seed=
         Seed of the split.
     order_seed : int or numpy.random.SeedSequence, optional
         Seed of the order of training tiles; default ``seed``.
+    normalization : dict, optional
+        Normalisation parameters of the statistics (see :mod:`ccdseg.normalize`).
 
     Yields
     ------
-    image : ndarray (size, size) float32 (ADU), labels : ndarray (size, size) uint8
+    image : ndarray (size, size) float32 (ADU), labels : ndarray (size, size) uint8, stats : NormalizationStats
     """
     if split not in ("train", "val"):
         raise ConfigError(f"split = {split!r}: must be 'train' or 'val'")
@@ -181,9 +209,12 @@ def file_tiles(source, size=128, split="train", val_fraction=VAL_FRACTION, seed=
             raise InputError(pairs[0][0], "no training tiles left after the validation split")
         rng = np.random.default_rng(seed if order_seed is None else order_seed)
         order = (train[i] for _ in itertools.count() for i in rng.permutation(len(train)))
+    stats = {}  # of each image, measured when its first tile is drawn
     for index, y, x in order:
         _, image, labels = pairs[index]
-        yield image[y:y + size, x:x + size], labels[y:y + size, x:x + size]
+        if index not in stats:
+            stats[index] = normalization_stats(image, normalization)
+        yield image[y:y + size, x:x + size], labels[y:y + size, x:x + size], tile_stats(stats[index], y, size)
 
 
 def mixed_tiles(streams, shares, seed=0):
@@ -234,36 +265,43 @@ def flip_rotate(image, labels, rng):
     return np.ascontiguousarray(image), np.ascontiguousarray(labels)
 
 
-def jitter(image, rng, gain_scale=(0.8, 1.25), pedestal_shift_adu=(-100.0, 100.0), extra_noise=(0.0, 0.3)):
+def jitter(image, stats, rng, gain_scale=(0.8, 1.25), pedestal_shift_adu=(-100.0, 100.0), extra_noise=(0.0, 0.3)):
     """Vary the readout of a raw tile: gain, pedestal and noise; its labels stay valid.
 
     The signal above the tile's median is scaled by a factor (a different gain), the whole
     tile shifted (another pedestal), and Gaussian noise added whose standard deviation is
-    a fraction of the tile's own noise (so it is in the tile's ADU whatever the preset).
-    The extra noise is kept small so that labelled charge stays visible.
+    a fraction of the image's noise (so it is in the tile's ADU whatever the preset). The
+    extra noise is kept small so that labelled charge stays visible. The statistics change
+    as the image does, as if they had been measured on the whole changed image.
 
     Parameters
     ----------
     image : ndarray (H, W)
         Raw tile (ADU).
+    stats : NormalizationStats
+        Its rows' pedestal and the image noise (ADU).
     rng : numpy.random.Generator
     gain_scale : (float, float)
         Range of the gain factor, drawn log-uniformly.
     pedestal_shift_adu : (float, float)
         Range of the pedestal shift (ADU), drawn uniformly.
     extra_noise : (float, float)
-        Range of the added noise as a fraction of the tile's robust noise, drawn uniformly.
+        Range of the added noise as a fraction of the image noise, drawn uniformly.
 
     Returns
     -------
-    ndarray (H, W) float32
+    image : ndarray (H, W) float32
         The changed tile (ADU).
+    stats : NormalizationStats
+        Its statistics.
     """
     image = np.asarray(image, dtype=np.float64)
-    pedestal = np.median(image)
-    sigma = robust_sigma(image)
+    median = np.median(image)
     gain = np.exp(rng.uniform(np.log(gain_scale[0]), np.log(gain_scale[1])))
-    noise = rng.uniform(*extra_noise) * sigma
-    out = pedestal + rng.uniform(*pedestal_shift_adu) + gain * (image - pedestal)
-    out += rng.normal(0.0, gain * noise, image.shape)
-    return out.astype(np.float32)
+    shift = rng.uniform(*pedestal_shift_adu)
+    noise = rng.uniform(*extra_noise)
+    out = median + shift + gain * (image - median)
+    out += rng.normal(0.0, gain * noise * stats.sigma, image.shape)
+    changed = NormalizationStats(median + shift + gain * (np.asarray(stats.pedestal) - median),
+                                 gain * stats.sigma * np.hypot(1.0, noise))
+    return out.astype(np.float32), changed

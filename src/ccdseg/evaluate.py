@@ -36,7 +36,7 @@ from ccdseg.tiling import TILE_SIZE
 METHODS = ("classical", "network", "predictions")
 #: Presets of the benchmark set, and its size: 8 images of 512 x 512 px per preset are scored by
 #: the classical baseline and the default network in about a minute on 2 CPU cores.
-BENCHMARK_PRESETS = ("damic", "skipper", "thesis")
+BENCHMARK_PRESETS = ("damic", "skipper", "damicm", "thesis")
 BENCHMARK_N = 8
 BENCHMARK_SIZE = (512, 512)
 BENCHMARK_SEED = 20240501
@@ -236,17 +236,9 @@ def read_simulated(path):
     Raises
     ------
     InputError
-        The image or its truth is unreadable, the image file holds more than one image, or the
-        truth's shape differs from the image's.
+        As :func:`ccdseg.io.read_simulation`.
     """
-    images = io.read_images(path)
-    if len(images) != 1:
-        raise InputError(path, f"has {len(images)} images; a simulated file has one")
-    image = images[0]
-    labels, ids, table = io.read_truth(path)
-    if labels.shape != image.data.shape or ids.shape != image.data.shape:
-        raise InputError(io.truth_path(path), f"truth shape {labels.shape} does not match the image shape "
-                                              f"{image.data.shape} of {Path(path).name}")
+    image, labels, ids, table = io.read_simulation(path)
     gain = image.header.get("GAIN", 1.0)
     charge = (image.data - row_pedestal(image.data)[:, None]) / gain
     return image.data, labels, ids, table, np.where(labels == CLUSTER, charge, 0.0)
@@ -277,7 +269,7 @@ def read_predicted(path, shape):
 
 
 def labeller(method="classical", model=None, predictions=None, device="cpu", tile_size=TILE_SIZE, precision="bf16",
-             classical_options=None):
+             classical_options=None, cluster_threshold=None):
     """A function ``label(path, image) -> labels`` for a method.
 
     Parameters
@@ -293,6 +285,8 @@ def labeller(method="classical", model=None, predictions=None, device="cpu", til
         Network options (see :func:`ccdseg.predict.segment`).
     classical_options : dict, optional
         Keyword arguments of :func:`ccdseg.classical.segment_classical`.
+    cluster_threshold : float, optional
+        Operating point of the network (see :func:`ccdseg.predict.decide`).
 
     Raises
     ------
@@ -309,7 +303,8 @@ def labeller(method="classical", model=None, predictions=None, device="cpu", til
         from ccdseg.predict import get_model, segment  # torch only for the network
         loaded = get_model(model, device)
         return lambda path, image: segment(image, model=loaded, tile_size=tile_size, device=device,
-                                           precision=precision, return_probabilities=False)[0]
+                                           precision=precision, return_probabilities=False,
+                                           cluster_threshold=cluster_threshold)[0]
     if method == "predictions":
         if predictions is None:
             raise ConfigError("method 'predictions' needs the directory of the NAME_seg.fits files")

@@ -259,3 +259,22 @@ def read_truth(image_path):
     except (OSError, ValueError, TypeError) as error:
         raise InputError(path, f"not a readable FITS file ({_reason(error)})") from None
     return labels, ids, truth
+
+
+def read_simulation(path):
+    """Read a simulated image file with its truth: (image ImageData, labels, ids, truth Table).
+
+    Raises
+    ------
+    InputError
+        The image or its truth is unreadable, the file holds more than one image, or the
+        truth's shape differs from the image's.
+    """
+    images = read_images(path)
+    if len(images) != 1:
+        raise InputError(path, f"has {len(images)} images; a simulated file has one")
+    labels, ids, truth = read_truth(path)
+    if labels.shape != images[0].data.shape or ids.shape != images[0].data.shape:
+        raise InputError(truth_path(path), f"truth shape {labels.shape} does not match the image shape "
+                                           f"{images[0].data.shape} of {Path(path).name}")
+    return images[0], labels, ids, truth

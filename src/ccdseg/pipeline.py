@@ -51,6 +51,7 @@ from ccdseg import catalog, plots
 from ccdseg.classes import NAMES, class_id
 from ccdseg.errors import CcdsegError, ConfigError, InputError, OutputError
 from ccdseg.io import atomic_path, fits_stem, image_header, read_images
+from ccdseg.normalize import normalization_stats
 from ccdseg.tiling import TILE_SIZE
 
 METHODS = ("network", "classical")
@@ -159,18 +160,23 @@ def _gain(data, header, primary, gain):
     return (estimate, "estimated") if estimate is not None else (None, "none")
 
 
-def _segment(data, method, model, device, tile_size, precision, engine):
+def _segment(data, method, model, device, tile_size, precision, engine, cluster_threshold):
+    """Labels, probabilities (None for the classical method) and the row pedestal (ADU) of an image."""
     if method == "classical":
         from ccdseg.classical import segment_classical
-        return segment_classical(data), None
+        return segment_classical(data), None, None
     from ccdseg.predict import segment  # torch is imported only for the network method
+    stats = normalization_stats(data, model.normalization)
     # probabilities always: the catalogue's mean_prob uses them
-    return segment(data, model=model, tile_size=tile_size, device=device, precision=precision,
-                   return_probabilities=True, engine=engine)
+    labels, probs = segment(data, model=model, tile_size=tile_size, device=device, precision=precision,
+                            return_probabilities=True, engine=engine, stats=stats,
+                            cluster_threshold=cluster_threshold)
+    return labels, probs, stats.pedestal
 
 
 def process_file(path, out_dir, model=None, hdu=None, probabilities=False, find=None, gain=None,
-                 device="cpu", overwrite=False, method="network", tile_size=TILE_SIZE, precision="bf16", engine="torch"):
+                 device="cpu", overwrite=False, method="network", tile_size=TILE_SIZE, precision="bf16", engine="torch",
+                 cluster_threshold=None):
     """Segment every image HDU of a FITS file and write the outputs listed in the module docstring.
 
     Parameters
@@ -205,6 +211,9 @@ def process_file(path, out_dir, model=None, hdu=None, probabilities=False, find=
         Network arithmetic ("fp32" for the onnx engine).
     engine : {"torch", "onnx"}
         Run the network with PyTorch or ONNX Runtime (see :func:`ccdseg.predict.segment`).
+    cluster_threshold : float, optional
+        Cluster probability above which a pixel is a cluster (network method; default the
+        most probable class, see :func:`ccdseg.predict.decide`).
 
     Returns
     -------
@@ -221,6 +230,8 @@ def process_file(path, out_dir, model=None, hdu=None, probabilities=False, find=
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if probabilities and method != "network":
         raise ConfigError("probabilities are only available with method 'network'")
+    if cluster_threshold is not None and method != "network":
+        raise ConfigError("cluster_threshold is a probability: only with method 'network'")
     if gain is not None and not gain > 0:
         raise ConfigError(f"gain must be positive (ADU/e-), got {gain!r}")
     find_id = None if find is None else _class(find)
@@ -238,7 +249,7 @@ def process_file(path, out_dir, model=None, hdu=None, probabilities=False, find=
         model = get_model(model, device, engine)
     try:
         return _process(path, images, primary, paths, model, probabilities, find_id, gain, device, overwrite,
-                        method, tile_size, precision, engine)
+                        method, tile_size, precision, engine, cluster_threshold)
     except CcdsegError:
         raise
     except _UNEXPECTED as error:
@@ -341,14 +352,16 @@ def _primary_header(path):
 
 
 def _process(path, images, primary, paths, model, probabilities, find_id, gain, device, overwrite, method,
-             tile_size, precision, engine):
+             tile_size, precision, engine, cluster_threshold):
     single = len(images) == 1
     label_hdus, prob_hdus, tables, panels, results = [], [], [], [], []
     for image in images:
         data = _analysed_image(image)
-        labels, probs = _segment(data, method, model, device, tile_size, precision, engine)
+        labels, probs, pedestal = _segment(data, method, model, device, tile_size, precision, engine,
+                                           cluster_threshold)
         used_gain, source = _gain(data, image.header, primary, gain)
-        tables.append(catalog.find_clusters(data, labels, probabilities=probs, gain=used_gain, hdu=image.label))
+        tables.append(catalog.find_clusters(data, labels, probabilities=probs, gain=used_gain, pedestal=pedestal,
+                                            hdu=image.label))
         suffix = "" if single else f"_{image.label}"
         header = image_header(image.header)
         if used_gain is not None:
@@ -372,6 +385,8 @@ def _process(path, images, primary, paths, model, probabilities, find_id, gain, 
         provenance.header["CSTILE"] = (tile_size, "[px] tile side")
         provenance.header["CSPREC"] = (precision, "network arithmetic")
         provenance.header["CSENGINE"] = (engine, "torch or onnx (ONNX Runtime)")
+        provenance.header["CSCLTHR"] = ("argmax" if cluster_threshold is None else cluster_threshold,
+                                        "cluster decision: argmax or min probability")
     provenance.header["CSINPUT"] = (path.name, "input file")
     clusters = fits.table_to_hdu(table)
     clusters.name = "CLUSTERS"

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ccdseg.classes import BACKGROUND, N_CLASSES
+from ccdseg.classes import BACKGROUND, CLUSTER, N_CLASSES
 from ccdseg.errors import ConfigError, ModelFileError
 from ccdseg.export import OnnxModel, is_onnx_path, load_onnx_model
 from ccdseg.model import Model, load_model
@@ -89,7 +89,7 @@ def _prepare(model, device):
 
 
 def segment(image, model=None, tile_size=TILE_SIZE, overlap=None, batch_size=1, device="cpu", precision="bf16",
-            return_probabilities=True, engine="torch"):
+            return_probabilities=True, engine="torch", stats=None, cluster_threshold=None):
     """Label every pixel of a raw image as background, glowing, hot pixel or cluster.
 
     Parameters
@@ -121,6 +121,13 @@ def segment(image, model=None, tile_size=TILE_SIZE, overlap=None, batch_size=1, 
         Also return the class probabilities.
     engine : {"torch", "onnx"}
         Run the network with PyTorch or with ONNX Runtime (see :func:`get_model`).
+    stats : NormalizationStats, optional
+        ``normalization_stats(image, model.normalization)`` when the caller has it already
+        (the pipeline's catalogue uses the same pedestal); computed here otherwise.
+    cluster_threshold : float, optional
+        Operating point of the cluster class (see :func:`decide`): None labels every pixel
+        with its most probable class; a probability in (0, 1] labels CLUSTER wherever the
+        cluster probability reaches it, trading false clusters for fainter ones found.
 
     Returns
     -------
@@ -143,26 +150,51 @@ def segment(image, model=None, tile_size=TILE_SIZE, overlap=None, batch_size=1, 
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if cluster_threshold is not None and not 0 < cluster_threshold <= 1:
+        raise ConfigError(f"cluster_threshold must be a probability in (0, 1], got {cluster_threshold!r}")
     if engine == "onnx" and precision != "fp32":
         raise ConfigError(f"the onnx engine computes in float32: use precision 'fp32', not {precision!r}")
     model = get_model(model, device, engine)
     run_batch = model.probabilities if engine == "onnx" else _torch_engine(model.net, device, precision)
     overlap = default_overlap(tile_size) if overlap is None else overlap
     grid = tile_grid(image.shape, tile_size, overlap, multiple=2 ** model.arch["depth"])
-    network_input = pad_image(_normalized(image, model.normalization), grid)
+    stats = normalization_stats(image, model.normalization) if stats is None else stats
+    network_input = pad_image(_normalized(image, model.normalization, stats), grid)
     outputs = _tile_outputs(run_batch, network_input, grid, batch_size)
     probabilities = blend(outputs, grid, N_CLASSES)
     del network_input
     labels = np.empty(image.shape, dtype=np.uint8)
     for y0 in range(0, image.shape[0], _ROW_BLOCK):
         rows = slice(y0, y0 + _ROW_BLOCK)
-        labels[rows] = _argmax(probabilities[:, rows])
+        labels[rows] = decide(probabilities[:, rows], cluster_threshold)
         invalid = ~np.isfinite(image[rows])
         if invalid.any():
             labels[rows][invalid] = BACKGROUND
             probabilities[:, rows][:, invalid] = 0.0
             probabilities[BACKGROUND, rows][invalid] = 1.0
     return labels, (probabilities if return_probabilities else None)
+
+
+def decide(probabilities, cluster_threshold=None):
+    """Class of every pixel from its class probabilities.
+
+    Parameters
+    ----------
+    probabilities : ndarray (N_CLASSES, H, W)
+    cluster_threshold : float, optional
+        None: the most probable class. A probability: CLUSTER wherever the cluster
+        probability is at least this, else the most probable class. Below 0.5 it finds
+        fainter clusters and more false ones (``benchmarks/accuracy.py`` compares methods at
+        equal false-cluster rates this way).
+
+    Returns
+    -------
+    ndarray (H, W) uint8
+    """
+    labels = _argmax(probabilities)
+    if cluster_threshold is not None:
+        labels[probabilities[CLUSTER] >= cluster_threshold] = CLUSTER
+    return labels
 
 
 def _argmax(probabilities):
@@ -175,9 +207,8 @@ def _argmax(probabilities):
     return labels
 
 
-def _normalized(image, params):
+def _normalized(image, params, stats):
     """Network input of the whole image, float32, with statistics of the whole image."""
-    stats = normalization_stats(image, params)
     out = np.empty(image.shape, dtype=np.float32)
     for y0 in range(0, image.shape[0], _ROW_BLOCK):
         rows = slice(y0, y0 + _ROW_BLOCK)

@@ -34,7 +34,8 @@ class Simulation:
         (charge-weighted centroid, px), depth_um, npix (its cluster pixels), bounding box.
     charge : dict of ndarray (H, W) float32
         Electrons per pixel of each component: ``cluster`` (after bleeding), ``glow``,
-        ``hot``, ``dark`` (drawn), and the expected ``glow_expected`` and ``hot_expected``.
+        ``hot``, ``dark`` (drawn), and the expected ``dark_expected``, ``glow_expected`` and
+        ``hot_expected``.
     config : SimConfig
     """
 
@@ -46,11 +47,15 @@ class Simulation:
     config: SimConfig
 
 
-def label_thresholds(config):
-    """Charge thresholds (e-) of the label rule: (cluster, glow)."""
-    noise, rule = config.detector.noise_e, config.labels
-    return (max(rule.cluster_min_e, rule.cluster_min_sigma * noise),
-            max(rule.glow_min_e, rule.glow_min_sigma * noise))
+def label_thresholds(config, dark_e=0.0):
+    """Charge thresholds (e-) of the label rule: (cluster, glow).
+
+    ``dark_e`` is the expected dark charge (e-/pix, scalar or map): its shot noise adds to
+    the readout noise, and the thresholds have its shape.
+    """
+    noise, rule = np.sqrt(config.detector.noise_e ** 2 + np.asarray(dark_e, dtype=np.float64)), config.labels
+    return (np.maximum(rule.cluster_min_e, rule.cluster_min_sigma * noise),
+            np.maximum(rule.glow_min_e, rule.glow_min_sigma * noise))
 
 
 def simulate_image(config=None, seed=None, rng=None):
@@ -83,7 +88,10 @@ def simulate_image(config=None, seed=None, rng=None):
     hot_expected = artefacts.hot_pixel_map(active, config.hot, rng)
     glow = poisson_where_positive(glow_expected, rng)
     hot = poisson_where_positive(hot_expected, rng)
-    dark = rng.poisson(artefacts.dark_current_map(active, det)).astype(np.float64)
+    dark_expected = artefacts.dark_current_map(active, det)
+    if det.dark_charge_e[1] > 0:  # drawn only where configured, so that other presets keep their images
+        dark_expected = dark_expected + rng.uniform(*det.dark_charge_e)
+    dark = rng.poisson(dark_expected).astype(np.float64)
 
     unbled = cluster + glow + hot + dark
     total = artefacts.transfer_trail(artefacts.bleed(unbled, det.full_well_e), det.cti)
@@ -93,7 +101,7 @@ def simulate_image(config=None, seed=None, rng=None):
     cluster = cluster + np.where(source_is_cluster, moved, 0.0)
     hot = hot + np.where(source_is_cluster, 0.0, moved)
 
-    cluster_threshold, glow_threshold = label_thresholds(config)
+    cluster_threshold, glow_threshold = label_thresholds(config, dark_expected)
     labels = np.full(active, BACKGROUND, np.uint8)
     labels[glow_expected >= glow_threshold] = GLOWING
     labels[(hot_expected > 0) | (~source_is_cluster & (moved >= cluster_threshold))] = HOT_PIXEL
@@ -118,7 +126,7 @@ def simulate_image(config=None, seed=None, rng=None):
     def full(array, dtype):
         return (np.pad(array, pad) if det.prescan_columns or det.overscan_columns else array).astype(dtype, copy=False)
 
-    charge = {"cluster": cluster, "glow": glow, "hot": hot, "dark": dark,
+    charge = {"cluster": cluster, "glow": glow, "hot": hot, "dark": dark, "dark_expected": dark_expected,
               "glow_expected": glow_expected, "hot_expected": hot_expected}
     return Simulation(image=image.astype(np.float32), labels=full(labels, np.uint8), ids=full(ids, np.int32),
                       truth=truth, charge={k: full(v, np.float32) for k, v in charge.items()}, config=config)

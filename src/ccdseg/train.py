@@ -49,6 +49,8 @@ from ccdseg.normalize import normalize, validate_params
 CLASS_KEYS = tuple(name.replace(" ", "_") for name in NAMES)
 #: Sources of training tiles: the simulator, ``train_dir`` (simulated files), ``labelled_dir`` (the user's own).
 SOURCES = ("simulation", "files", "labelled")
+#: Simulated images whose training tiles are shuffled together, so that a batch mixes images and presets.
+SIM_POOL = 4
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy",
                *(f"val_f1_{key}" for key in CLASS_KEYS), "lr", "seconds")
 
@@ -377,9 +379,10 @@ def _source_tiles(config, name, split, seed, pairs):
     """Tiles of one source: endless training tiles (``split="train"``) or the validation tiles."""
     if name == "simulation":
         return dataset.simulated_tiles(config.presets, config.tile_size, seed, config.sim_overrides,
-                                       config.sim_size)
+                                       config.sim_size, config.normalization,
+                                       pool=SIM_POOL if split == "train" else 1)
     return dataset.file_tiles(pairs[name], config.tile_size, split, config.val_fraction, config.seed,
-                              order_seed=seed if split == "train" else None)
+                              order_seed=seed if split == "train" else None, normalization=config.normalization)
 
 
 def training_tiles(config, sequence, pairs=None):
@@ -397,7 +400,7 @@ def training_tiles(config, sequence, pairs=None):
 
 
 def held_out_tiles(config, which, pairs=None):
-    """The fixed validation (``which="val"``) or test tiles as lists of images and labels.
+    """The fixed validation (``which="val"``) or test tiles: lists of images, labels and statistics.
 
     Validation tiles come from the sources in their shares (the file sources' validation
     splits; ``pairs`` as :func:`read_sources` returned them); test tiles are simulated.
@@ -409,7 +412,7 @@ def held_out_tiles(config, which, pairs=None):
     for k, (name, share) in enumerate(shares.items()):
         wanted = count - len(tiles) if k == len(shares) - 1 else round(count * share / total)
         tiles.extend(itertools.islice(_source_tiles(config, name, "val", seed, pairs), wanted))
-    return [image for image, _ in tiles], [labels for _, labels in tiles]
+    return tuple(map(list, zip(*tiles)))
 
 
 def freeze_encoder(net):
@@ -440,7 +443,7 @@ def estimate_class_weights(config, pairs=None):
     if config.class_weights == "none":
         return None
     tiles = training_tiles(config, _sequence(config.seed, 4), pairs)
-    counts = sum(losses.class_counts(labels) for _, labels in itertools.islice(tiles, config.weight_tiles))
+    counts = sum(losses.class_counts(labels) for _, labels, _ in itertools.islice(tiles, config.weight_tiles))
     weights = losses.class_weights_from_counts(counts)
     if config.class_weights == "inverse_sqrt":
         weights = np.sqrt(weights)
@@ -451,10 +454,10 @@ def estimate_class_weights(config, pairs=None):
 def make_batch(tiles, config, rng, device):
     """Network input (N, 1, S, S) and labels (N, S, S) from raw tiles; augmented unless ``rng`` is None."""
     images, labels = [], []
-    for image, label in tiles:
+    for image, label, stats in tiles:
         if rng is not None:
-            image = dataset.jitter(image, rng)
-        image = normalize(image, config.normalization)
+            image, stats = dataset.jitter(image, stats, rng)
+        image = normalize(image, config.normalization, stats)
         if rng is not None:
             image, label = dataset.flip_rotate(image, label, rng)
         images.append(image)
@@ -473,13 +476,13 @@ def confusion(logits, labels):
 
 
 @torch.inference_mode()
-def evaluate(net, images, labels, config, loss_fn, device):
-    """Mean loss, confusion matrix and predictions of ``net`` on held-out tiles."""
+def evaluate(net, tiles, config, loss_fn, device):
+    """Mean loss, confusion matrix and predictions of ``net`` on held-out ``tiles`` (images, labels, stats)."""
     net.eval()
     total_loss, matrix, predictions = 0.0, torch.zeros(N_CLASSES, N_CLASSES, dtype=torch.long, device=device), []
+    images = tiles[0]
     for start in range(0, len(images), config.batch_size):
-        x, y = make_batch(zip(images[start:start + config.batch_size], labels[start:start + config.batch_size]),
-                          config, None, device)
+        x, y = make_batch(zip(*(part[start:start + config.batch_size] for part in tiles)), config, None, device)
         logits = net(x)
         total_loss += loss_fn(logits, y).item() * len(x)
         matrix += confusion(logits, y)
@@ -538,7 +541,7 @@ def train(config, resume=None, progress=True):
     if progress and rank == 0:
         for line in skipped:
             tqdm.write(f"skipped: {line}")
-    val_images, val_labels = held_out_tiles(config, "val", pairs)
+    val_tiles = held_out_tiles(config, "val", pairs)
     weights = estimate_class_weights(config, pairs)
     loss_fn = losses.make_loss(config.loss, weights, IGNORE)
 
@@ -596,7 +599,7 @@ def train(config, resume=None, progress=True):
                                 f1="/".join(f"{v:.2f}" for v in np.nan_to_num(f1)))
 
         # validation, log, best model, resume file
-        val_loss, val_matrix, _ = evaluate(net, val_images, val_labels, config, loss_fn, device)
+        val_loss, val_matrix, _ = evaluate(net, val_tiles, config, loss_fn, device)
         val = scores(val_matrix)
         row = {"epoch": epoch + 1, "train_loss": running_loss / config.steps_per_epoch, "val_loss": val_loss,
                "val_accuracy": val["accuracy"], **{f"val_f1_{k}": float(v) for k, v in zip(CLASS_KEYS, val["f1"])},
@@ -635,8 +638,8 @@ def test_report(paths, config, loss_fn, device, log, best_epoch):
     """Evaluate the saved model on the test tiles; write the report, confusion and example plots."""
     model = load_model(paths["model"], device=device)
     net = model.net.to(memory_format=torch.channels_last)
-    images, labels = held_out_tiles(config, "test")
-    test_loss, matrix, predictions = evaluate(net, images, labels, config, loss_fn, device)
+    images, labels, stats = tiles = held_out_tiles(config, "test")
+    test_loss, matrix, predictions = evaluate(net, tiles, config, loss_fn, device)
     test = scores(matrix)
     save_model(paths["model"], net, model.arch, model.normalization,
                **{**model.metadata, "metrics": {**model.metadata["metrics"], "test": _plain_scores(test, test_loss)}})
@@ -658,7 +661,7 @@ def test_report(paths, config, loss_fn, device, log, best_epoch):
     plots.plot_confusion(matrix, paths["confusion"])
     # examples: the test tiles showing the most classes, stacked into one column
     order = sorted(range(len(images)), key=lambda i: (-len(np.unique(labels[i])), i))[:3]
-    plots.plot_comparison(np.concatenate([normalize(images[i], config.normalization) for i in order]),
+    plots.plot_comparison(np.concatenate([normalize(images[i], config.normalization, stats[i]) for i in order]),
                           np.concatenate([labels[i] for i in order]),
                           np.concatenate([predictions[i] for i in order]), paths["examples"],
                           title="test tiles (normalised image)")

@@ -36,6 +36,9 @@ def register(subparsers):
     parser.add_argument("--tile-size", type=int, default=TILE_SIZE, metavar="N",
                         help=f"network tile side in px ({TILE_SIZE})")
     parser.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="network arithmetic")
+    parser.add_argument("--cluster-threshold", type=float, metavar="P",
+                        help="network operating point: cluster where its probability is at least P "
+                             "(default: the most probable class)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     bench = parser.add_argument_group("benchmark set")
     bench.add_argument("--make-benchmark", metavar="DIR",
@@ -70,7 +73,7 @@ def run(args):
     classical = {"min_cluster_pixels": args.min_cluster_pixels}
     labellers = {method: evaluate.labeller(method, model=args.model, predictions=args.predictions,
                                            device=args.device, tile_size=args.tile_size, precision=args.precision,
-                                           classical_options=classical)}
+                                           classical_options=classical, cluster_threshold=args.cluster_threshold)}
     if method != "classical" and not args.no_baseline:
         labellers["classical"] = evaluate.labeller("classical", classical_options=classical)
     evaluate.check_outputs(args.out_dir, labellers, args.overwrite)

@@ -35,6 +35,9 @@ def register(subparsers):
     parser.add_argument("--engine", choices=("torch", "onnx"), default="torch",
                         help="run the network with PyTorch (default) or ONNX Runtime (pip install 'ccdseg[onnx]'); "
                              "with onnx, --model may be an .onnx file from `ccdseg export`")
+    parser.add_argument("--cluster-threshold", type=float, metavar="P",
+                        help="label a pixel cluster where its cluster probability is at least P (default: the most "
+                             "probable class); lower finds fainter clusters and more false ones")
     parallel = parser.add_mutually_exclusive_group()
     parallel.add_argument("--workers", type=int, metavar="N",
                           help="segment the files in parallel on a local Dask cluster of N processes "
@@ -55,7 +58,7 @@ def run(args):
         probabilities=args.probabilities, find=args.find, gain=args.gain, device=args.device,
         overwrite=args.overwrite, method=args.method, tile_size=args.tile_size,
         precision=args.precision or ("fp32" if args.engine == "onnx" else "bf16"), engine=args.engine,
-        workers=args.workers, scheduler=args.scheduler)
+        cluster_threshold=args.cluster_threshold, workers=args.workers, scheduler=args.scheduler)
     for result in results:
         _report(result, args.find)
     for failure in failures:
