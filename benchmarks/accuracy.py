@@ -2,7 +2,7 @@
 
     python benchmarks/accuracy.py [--model PATH] [--thesis-model PATH] [--write]
 
-Scores each method on the fixed benchmark set (:func:`ccdseg.evaluate.make_benchmark_set`:
+Scores each method on the fixed benchmark set (:func:`ccdseg.sim.benchmark.make_benchmark_set`:
 8 seeded 512 x 512 images per preset damic, skipper, damicm, thesis; written to ``benchmarks/data``
 on the first run, and again whenever its parameters change) and prints one table per level:
 pixels (F1 and IoU per class) and clusters as objects (detection efficiency, false clusters
@@ -20,9 +20,10 @@ import json
 import sys
 from pathlib import Path
 
-from ccdseg import evaluate
 from ccdseg.classes import NAMES
-from ccdseg.model import SHIPPED_MODEL
+from ccdseg.evaluate import evaluation as evaluate
+from ccdseg.nn.model import SHIPPED_MODEL
+from ccdseg.sim import benchmark
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE / "data"
@@ -33,14 +34,14 @@ CLASSICAL_OPTIONS = {"skipper": {"min_cluster_pixels": 2}, "damicm": {"min_clust
 
 def benchmark_files(data_dir, regenerate=False):
     """The benchmark set's image files per preset, written first if missing or made with other parameters."""
-    expected = {"presets": list(evaluate.BENCHMARK_PRESETS), "n": evaluate.BENCHMARK_N,
-                "size": list(evaluate.BENCHMARK_SIZE), "seed": evaluate.BENCHMARK_SEED}
-    manifest = data_dir / evaluate.BENCHMARK_MANIFEST
+    expected = {"presets": list(benchmark.BENCHMARK_PRESETS), "n": benchmark.BENCHMARK_N,
+                "size": list(benchmark.BENCHMARK_SIZE), "seed": benchmark.BENCHMARK_SEED}
+    manifest = data_dir / benchmark.BENCHMARK_MANIFEST
     current = json.loads(manifest.read_text()) if manifest.is_file() else {}
     if regenerate or any(current.get(key) != value for key, value in expected.items()):
         print(f"writing the benchmark set to {data_dir}", file=sys.stderr)
         return evaluate.make_benchmark_set(data_dir, overwrite=True)
-    return {preset: evaluate.find_images([data_dir / preset]) for preset in evaluate.BENCHMARK_PRESETS}
+    return {preset: evaluate.find_images([data_dir / preset]) for preset in benchmark.BENCHMARK_PRESETS}
 
 
 def run(files, models, device):
@@ -103,8 +104,9 @@ SHOWN_CHARGE_E = (3.0, 300.0)
 
 def equal_false_rate(files, model, classical, device):
     """Per preset: the network at the most sensitive operating point whose false-cluster rate is at
-    most the classical baseline's, as (threshold, Evaluation); None if no point qualifies."""
-    from ccdseg.predict import decide, get_model, segment
+    most the classical baseline's, as (threshold, Evaluation); None if no point qualifies.
+    """
+    from ccdseg.infer.predict import decide, get_model, segment
 
     loaded = get_model(model, device)
     chosen = {}
@@ -161,8 +163,8 @@ def main(argv=None):
     shipped = args.model or importlib.resources.files("ccdseg").joinpath(SHIPPED_MODEL)
     files = benchmark_files(args.data, args.regenerate)
     results = run(files, {"shipped": shipped, "thesis": args.thesis_model}, args.device)
-    text = (f"Benchmark set: {evaluate.BENCHMARK_N} images of {evaluate.BENCHMARK_SIZE[0]} x "
-            f"{evaluate.BENCHMARK_SIZE[1]} px per preset, seed {evaluate.BENCHMARK_SEED} "
+    text = (f"Benchmark set: {benchmark.BENCHMARK_N} images of {benchmark.BENCHMARK_SIZE[0]} x "
+            f"{benchmark.BENCHMARK_SIZE[1]} px per preset, seed {benchmark.BENCHMARK_SEED} "
             f"(`python benchmarks/accuracy.py`). Classical baseline: `min_cluster_pixels=2` on skipper and "
             f"damicm images. "
             f"50 % at: charge where half the true clusters are found (\"< x\": already above half in the "

@@ -9,11 +9,11 @@ Every measurement runs in a fresh Python process, so that its peak resident memo
 ``ru_maxrss`` from ``os.wait4``) is its own. Two modes:
 
 ``whole``
-    FITS file on disk -> :func:`ccdseg.pipeline.process_file` outputs (labels FITS, catalogue,
+    FITS file on disk -> :func:`ccdseg.pipeline.job.process_file` outputs (labels FITS, catalogue,
     regions, PNG), timed from the call, model loading included (a fresh ``ccdseg predict``
     process additionally spends the import time printed under the table).
 ``model``
-    :func:`ccdseg.predict.segment` (or :func:`ccdseg.classical.segment_classical`) on an
+    :func:`ccdseg.infer.predict.segment` (or :func:`ccdseg.measure.classical.segment_classical`) on an
     in-memory array, after a warm-up call on one tile that loads the model.
 
 Without ``--model`` the shipped model is used if installed, otherwise a randomly initialised
@@ -87,9 +87,9 @@ def conv_macs(net, tile_shape):
 def worker(task):
     """Run one measurement in this (fresh) process; print a JSON line with the times."""
     start = time.perf_counter()
-    from ccdseg import pipeline
+    from ccdseg.pipeline import job as pipeline
     if task["method"] != "classical":
-        import ccdseg.predict  # noqa: F401 (import time of torch counted with the imports)
+        import ccdseg.infer.predict  # noqa: F401 (import time of torch counted with the imports)
     imported = time.perf_counter() - start
     if task["mode"] == "whole":
         options = {"method": "classical"} if task["method"] == "classical" else {"model": task["model"]}
@@ -100,11 +100,11 @@ def worker(task):
     else:
         image = np.load(task["npy"])
         if task["method"] == "classical":
-            from ccdseg.classical import segment_classical
+            from ccdseg.measure.classical import segment_classical
             t0 = time.perf_counter()
             segment_classical(image)
         else:
-            from ccdseg.predict import segment
+            from ccdseg.infer.predict import segment
             segment(image[:256, :256], task["model"])
             t0 = time.perf_counter()
             segment(image, task["model"])
@@ -145,9 +145,11 @@ def machine():
 
 def prepare_models(args, tmp):
     """(name, path, description) of each network to measure."""
-    import torch
-    from ccdseg.model import SHIPPED_MODEL, build_model, count_parameters, save_model
     import importlib.resources
+
+    import torch
+
+    from ccdseg.nn.model import SHIPPED_MODEL, build_model, count_parameters, save_model
 
     models = []
     shipped = importlib.resources.files("ccdseg").joinpath(SHIPPED_MODEL)
@@ -169,8 +171,9 @@ def prepare_models(args, tmp):
 
 def tile_work(model_path, shape):
     """Convolution MACs for one frame of ``shape`` with segment's default tiling, and the tile count."""
-    from ccdseg.model import load_model
-    from ccdseg.tiling import TILE_SIZE, default_overlap, tile_grid
+    from ccdseg.infer import TILE_SIZE
+    from ccdseg.infer.tiling import default_overlap, tile_grid
+    from ccdseg.nn.model import load_model
 
     tile, overlap = TILE_SIZE, default_overlap(TILE_SIZE)
     model = load_model(model_path)

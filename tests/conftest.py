@@ -1,6 +1,6 @@
 import pytest
 
-from ccdseg.demo import sample_path
+from ccdseg.pipeline.demo import sample_path
 
 #: The real DAMIC-M module-test image (4 RICE-compressed extensions), bundled with the package.
 DAMICM_SAMPLE = sample_path()
@@ -19,7 +19,7 @@ def save_tiny_model(path, seed=1, sharpen=1.0, normalization=None):
     """Save a randomly initialised tiny model; ``sharpen`` scales the head so several classes appear."""
     import torch
 
-    from ccdseg.model import build_model, save_model
+    from ccdseg.nn.model import build_model, save_model
 
     torch.manual_seed(seed)
     net = build_model(TINY_ARCH)

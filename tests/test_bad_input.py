@@ -16,17 +16,18 @@ import torch
 from astropy.io import fits
 
 import ccdseg.plots
-from ccdseg.catalog import estimate_gain
+from ccdseg.calib.gain import estimate_gain
 from ccdseg.classes import BACKGROUND, N_CLASSES
 from ccdseg.cli import main
-from ccdseg.config import load_config
-from ccdseg.dataset import read_simulated_dir
 from ccdseg.errors import ConfigError, InputError, ModelFileError
-from ccdseg.io import read_truth, truth_path, write_simulation
-from ccdseg.pipeline import output_paths
-from ccdseg.predict import segment
-from ccdseg.simulate import simulate_image
-from ccdseg.train import load_train_config
+from ccdseg.infer.predict import segment
+from ccdseg.nn.dataset import read_simulated_dir
+from ccdseg.nn.train import load_train_config
+from ccdseg.pipeline.job import output_paths
+from ccdseg.sim.config import load_config
+from ccdseg.sim.simulate import simulate_image
+from ccdseg.sim.truth import read_truth, truth_path, write_simulation
+
 
 def _frame(shape, seed=0):
     rng = np.random.default_rng(seed)
@@ -116,7 +117,7 @@ def test_batch_of_bad_and_odd_files(bad_inputs, odd_inputs, tiny_model, tmp_path
 
     assert code == 1
     assert len(errors) == len(bad_inputs) and not any("Traceback" in line for line in errors)
-    for line, (path, cause) in zip(errors, bad_inputs.items()):
+    for line, (path, cause) in zip(errors, bad_inputs.items(), strict=False):
         assert line.startswith(f"ccdseg predict: error: {path}: ")
         assert re.search(cause, line), line
     assert f"{len(odd_inputs)} of {len(inputs)} file(s) segmented" in stdout
@@ -124,7 +125,7 @@ def test_batch_of_bad_and_odd_files(bad_inputs, odd_inputs, tiny_model, tmp_path
     assert not _leftovers(out)
 
     for name, path in odd_inputs.items():
-        assert all(p.exists() for p in output_paths(path, out, 2, ["CCD_A", "CCD_B"]).values()), name
+        assert all(p.exists() for p in output_paths(path, out, ["CCD_A", "CCD_B"]).values()), name
         with fits.open(output_paths(path, out)["seg"], checksum=True) as seg:
             images = [h for h in seg if h.name.startswith("LABELS")]
             with fits.open(path) as raw:

@@ -1,13 +1,15 @@
 import numpy as np
 import pytest
-from conftest import DAMICM_SAMPLE
 from astropy.io import fits
 from astropy.table import Table
 
-from ccdseg.catalog import CATALOG_COLUMNS, estimate_gain, find_clusters, find_sections, region_file_text
+from ccdseg.calib.gain import estimate_gain
 from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
 from ccdseg.errors import ConfigError
-
+from ccdseg.io.regions import region_file_text
+from ccdseg.measure.catalog import CATALOG_COLUMNS, find_clusters
+from ccdseg.measure.sections import find_sections
+from conftest import DAMICM_SAMPLE
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from scipy import ndimage
 from scipy.special import erfc
 
 from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
-from ccdseg.classical import segment_classical
+from ccdseg.measure.classical import segment_classical
 
 NOISE_E = 2.0
 GAIN = 10.0          # ADU/e-

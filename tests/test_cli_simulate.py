@@ -2,7 +2,8 @@ import numpy as np
 from astropy.io import fits
 
 from ccdseg.cli import main
-from ccdseg.io import read_images, read_truth
+from ccdseg.io import read_images
+from ccdseg.sim.truth import read_truth
 
 
 def test_simulate_writes_images_with_truth_and_is_reproducible(tmp_path, capsys):

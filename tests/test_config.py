@@ -1,7 +1,7 @@
 import pytest
 
-from ccdseg.config import PRESETS, SimConfig, load_config
 from ccdseg.errors import ConfigError
+from ccdseg.sim.config import PRESETS, SimConfig, load_config
 
 
 def test_presets_have_their_physics():

@@ -3,13 +3,14 @@ import itertools
 import numpy as np
 import pytest
 
-from ccdseg import dataset, io
-from ccdseg.background import robust_sigma
+from ccdseg.calib.background import robust_sigma
 from ccdseg.classes import GLOWING
-from ccdseg.config import load_config
 from ccdseg.errors import ConfigError, InputError
-from ccdseg.normalize import normalization_stats, normalize
-from ccdseg.simulate import simulate_image
+from ccdseg.nn import dataset
+from ccdseg.nn.normalize import normalization_stats, normalize
+from ccdseg.sim.config import load_config
+from ccdseg.sim.simulate import simulate_image
+from ccdseg.sim.truth import write_simulation
 
 
 def take(stream, n):
@@ -20,7 +21,7 @@ def test_simulated_tiles_same_seed_same_tiles():
     first = take(dataset.simulated_tiles(size=32, seed=5, image_size=64), 6)
     again = take(dataset.simulated_tiles(size=32, seed=5, image_size=64), 6)
     other = take(dataset.simulated_tiles(size=32, seed=6, image_size=64), 6)
-    for (image, labels, _), (image2, labels2, _) in zip(first, again):
+    for (image, labels, _), (image2, labels2, _) in zip(first, again, strict=False):
         assert image.shape == labels.shape == (32, 32)
         assert image.dtype == np.float32 and labels.dtype == np.uint8
         np.testing.assert_array_equal(image, image2)
@@ -38,7 +39,7 @@ def test_tile_statistics_come_from_the_whole_image():
         "glow.amplitude_e": [300, 300], "glow.length_px": [40, 40], "glow.warm_columns": [0, 0]}), seed=3)
     tiles = dataset.image_tiles(sim.image, sim.labels, 64)
     whole = normalization_stats(sim.image)
-    for (image, labels, stats), (y, x) in zip(tiles, dataset.grid_positions(sim.image.shape, 64)):
+    for (image, _labels, stats), (y, x) in zip(tiles, dataset.grid_positions(sim.image.shape, 64), strict=False):
         np.testing.assert_array_equal(image, sim.image[y:y + 64, x:x + 64])
         np.testing.assert_array_equal(stats.pedestal, whole.pedestal[y:y + 64])
         assert stats.sigma == whole.sigma
@@ -107,10 +108,10 @@ def test_file_tiles_read_simulations_and_split_021(tmp_path):
     config = load_config("thesis", overrides={"detector.height": 64, "detector.width": 64})
     sims = [simulate_image(config, seed=i) for i in range(5)]
     for i, sim in enumerate(sims):
-        io.write_simulation(sim, tmp_path / f"sim_{i:05d}.fits")
+        write_simulation(sim, tmp_path / f"sim_{i:05d}.fits")
     pairs = dataset.read_simulated_dir(tmp_path)
     assert [name for name, _, _ in pairs] == [f"sim_{i:05d}.fits" for i in range(5)]
-    for (_, image, labels), sim in zip(pairs, sims):
+    for (_, image, labels), sim in zip(pairs, sims, strict=False):
         np.testing.assert_array_equal(image, sim.image)
         np.testing.assert_array_equal(labels, sim.labels)
 
@@ -120,7 +121,7 @@ def test_file_tiles_read_simulations_and_split_021(tmp_path):
 
     val_tiles = list(dataset.file_tiles(tmp_path, 32, "val", seed=3))
     assert len(val_tiles) == 4
-    for (index, y, x), (image, labels, stats) in zip(val, val_tiles):
+    for (index, y, x), (image, labels, stats) in zip(val, val_tiles, strict=False):
         np.testing.assert_array_equal(image, sims[index].image[y:y + 32, x:x + 32])
         np.testing.assert_array_equal(labels, sims[index].labels[y:y + 32, x:x + 32])
         np.testing.assert_array_equal(stats.pedestal, normalization_stats(sims[index].image).pedestal[y:y + 32])

@@ -4,9 +4,9 @@ import socket
 import torch
 import torch.multiprocessing as mp
 
-from ccdseg import train as training
-from ccdseg.model import build_model, load_model
-from ccdseg.train import load_train_config, output_paths
+from ccdseg.nn import train as training
+from ccdseg.nn.model import build_model, load_model
+from ccdseg.nn.train import load_train_config, output_paths
 
 WORLD = 2
 

@@ -1,7 +1,7 @@
 import numpy as np
 
-from ccdseg.demo import run_demo, sample_path
 from ccdseg.io import read_images
+from ccdseg.pipeline.demo import run_demo, sample_path
 
 
 def test_demo_segments_a_simulated_frame_and_the_bundled_sample(tmp_path, tiny_model):

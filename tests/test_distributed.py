@@ -6,10 +6,9 @@ from astropy.io import fits
 from astropy.table import Table
 
 from ccdseg.cli import main
-from ccdseg.distributed import process_files_dask
 from ccdseg.errors import ConfigError
+from ccdseg.pipeline.job import process_files
 from conftest import save_tiny_model
-from ccdseg.pipeline import process_files
 
 distributed = pytest.importorskip("distributed")
 
@@ -41,7 +40,7 @@ def _outputs(directory, stem):
 def test_dask_run_equals_serial_run(inputs, tmp_path):
     model, paths = inputs
     serial, serial_failures = process_files(paths, tmp_path / "serial", model=model, progress=False)
-    results, failures = process_files_dask(paths, tmp_path / "dask", model=model, workers=2, progress=False)
+    results, failures = process_files(paths, tmp_path / "dask", model=model, workers=2, progress=False)
     assert [r.path.name for r in results] == [r.path.name for r in serial] == ["img0.fits", "img1.fits", "img2.fits"]
     assert failures == serial_failures
     assert len(failures) == 1 and failures[0].startswith(f"{paths[1]}: not a readable FITS file (")
@@ -74,15 +73,15 @@ def test_cli_on_an_existing_scheduler(inputs, tmp_path, capsys):
 def test_option_errors(inputs, tmp_path, capsys, monkeypatch):
     model, paths = inputs
     with pytest.raises(ConfigError, match="'tcp://' is not an address like tcp://HOST:PORT"):
-        process_files_dask(paths, tmp_path, model=model, scheduler="tcp://")
+        process_files(paths, tmp_path, model=model, scheduler="tcp://")
     with pytest.raises(ConfigError, match="workers must be a positive integer"):
-        process_files_dask(paths, tmp_path, model=model, workers=0)
+        process_files(paths, tmp_path, model=model, workers=0)
     with pytest.raises(ConfigError, match="exactly one of workers"):
-        process_files_dask(paths, tmp_path, model=model, workers=2, scheduler="tcp://127.0.0.1:1")
+        process_files(paths, tmp_path, model=model, workers=2, scheduler="tcp://127.0.0.1:1")
     with monkeypatch.context() as patch:
         patch.setitem(sys.modules, "distributed", None)  # as if Dask were not installed
         with pytest.raises(ConfigError, match=r"need Dask: pip install 'ccdseg\[dask\]'"):
-            process_files_dask(paths, tmp_path, model=model, workers=2)
+            process_files(paths, tmp_path, model=model, workers=2)
     with pytest.raises(SystemExit):
         main(["predict", str(paths[0]), "--out-dir", str(tmp_path), "--workers", "2", "--scheduler", "tcp://h:1"])
     assert "not allowed with argument" in capsys.readouterr().err

@@ -7,10 +7,11 @@ from astropy.io import fits
 from ccdseg import io, metrics
 from ccdseg.classes import NAMES
 from ccdseg.cli import main
-from ccdseg.config import load_config
-from ccdseg.evaluate import (Evaluation, evaluate_files, find_images, labeller, make_benchmark_set, read_simulated,
-                             write_outputs)
-from ccdseg.simulate import simulate_image
+from ccdseg.evaluate.evaluation import Evaluation, evaluate_files, find_images, labeller, read_simulated, write_outputs
+from ccdseg.sim.benchmark import make_benchmark_set
+from ccdseg.sim.config import load_config
+from ccdseg.sim.simulate import simulate_image
+from ccdseg.sim.truth import read_truth, truth_path, write_simulation
 
 
 def _simulate(directory, n, size=128, seed=0, preset="damic"):
@@ -18,7 +19,7 @@ def _simulate(directory, n, size=128, seed=0, preset="damic"):
     paths = []
     for index in range(n):
         path = directory / f"sim_{index:05d}.fits"
-        io.write_simulation(simulate_image(config, seed=seed + index), path)
+        write_simulation(simulate_image(config, seed=seed + index), path)
         paths.append(path)
     return paths
 
@@ -27,7 +28,7 @@ def _truth_as_predictions(paths, directory):
     """NAME_seg.fits holding the true labels, as ccdseg predict would write them."""
     directory.mkdir()
     for path in paths:
-        labels = io.read_truth(path)[0]
+        labels = read_truth(path)[0]
         fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(labels, name="LABELS")]).writeto(
             directory / f"{io.fits_stem(path)}_seg.fits")
     return directory
@@ -66,14 +67,14 @@ def test_counts_over_images_match_metrics_on_the_whole_list(damic_set):
     truths = [read_simulated(path) for path in damic_set]
     ids = [t[2] for t in truths]
     tables = [t[3][np.isin(t[3]["id"], np.unique(t[2][t[2] > 0]))] for t in truths]
-    preds = [label(path, t[0]) for path, t in zip(damic_set, truths)]
+    preds = [label(path, t[0]) for path, t in zip(damic_set, truths, strict=False)]
     expected = metrics.cluster_object_metrics(ids, tables, preds, [t[4] for t in truths])
     summary = evaluation.summary()["clusters"]
     for key in ("n_true", "n_detected", "n_pred", "n_false"):
         assert summary[key] == expected[key]
     assert summary["charge_completeness"] == pytest.approx(expected["charge_completeness"])
     np.testing.assert_array_equal(evaluation.efficiency("charge")["n_detected"], expected["by_charge"]["n_detected"])
-    confusion = sum(metrics.confusion_matrix(t[1], p) for t, p in zip(truths, preds))
+    confusion = sum(metrics.confusion_matrix(t[1], p) for t, p in zip(truths, preds, strict=False))
     np.testing.assert_array_equal(evaluation.confusion, confusion)
 
 
@@ -92,11 +93,11 @@ def test_classical_baseline_finds_damic_clusters(damic_set):
 def test_mismatched_truth_is_reported_and_skipped(tmp_path):
     paths = _simulate(tmp_path, 3, size=64)
     small = simulate_image(load_config("damic", overrides=["detector.height=32", "detector.width=32"]), seed=5)
-    io.write_simulation(small, tmp_path / "other" / "x.fits")
-    (tmp_path / "other" / "x_truth.fits").replace(io.truth_path(paths[1]))
+    write_simulation(small, tmp_path / "other" / "x.fits")
+    (tmp_path / "other" / "x_truth.fits").replace(truth_path(paths[1]))
     evaluations, failures = evaluate_files(paths, {"classical": labeller("classical")})
     assert len(failures) == 1
-    assert failures[0].startswith(str(io.truth_path(paths[1])))
+    assert failures[0].startswith(str(truth_path(paths[1])))
     assert "(32, 32) does not match the image shape (64, 64)" in failures[0]
     assert evaluations["classical"].n_images == 2
 
@@ -133,7 +134,7 @@ def test_cli_writes_json_table_and_figures(tmp_path, damic_set, capsys):
 
 
 def test_network_method_runs_a_model_file(tmp_path):
-    from ccdseg.model import build_model, save_model
+    from ccdseg.nn.model import build_model, save_model
 
     tiny = {"depth": 1, "base_width": 4}
     model_path = tmp_path / "tiny.pt"

@@ -6,14 +6,14 @@ import pytest
 import torch
 from astropy.io import fits
 
-from ccdseg.cli import main
 from ccdseg.classes import N_CLASSES, NAMES
+from ccdseg.cli import main
 from ccdseg.errors import ConfigError, ModelFileError, OutputError
-from ccdseg.export import PREPROCESSING, export_onnx, load_onnx_model
-from ccdseg.model import load_model
+from ccdseg.infer.onnx import PREPROCESSING, export_onnx, load_onnx_model
+from ccdseg.infer.predict import get_model, segment
+from ccdseg.nn.model import load_model
+from ccdseg.nn.normalize import normalize
 from conftest import TINY_ARCH, save_tiny_model
-from ccdseg.normalize import normalize
-from ccdseg.predict import get_model, segment
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")

@@ -3,15 +3,18 @@
 from pathlib import Path
 
 import pytest
-from conftest import DAMICM_SAMPLE
 import torch
 
-from ccdseg import io, losses
+from ccdseg import io
+from ccdseg.calib.gain import resolve_gain
 from ccdseg.classes import IGNORE
-from ccdseg.dataset import image_tiles
-from ccdseg.model import load_model
-from ccdseg.paste import paste_events, resolve_gain
-from ccdseg.train import evaluate, load_train_config, scores, train
+from ccdseg.nn import losses
+from ccdseg.nn.dataset import image_tiles
+from ccdseg.nn.model import load_model
+from ccdseg.nn.train import evaluate, load_train_config, scores, train
+from ccdseg.sim.paste import paste_events
+from ccdseg.sim.truth import write_simulation
+from conftest import DAMICM_SAMPLE
 
 TINY = Path(__file__).parents[1] / "configs" / "train_tiny.toml"
 
@@ -20,8 +23,8 @@ SMALL = {"test_tiles": 8, "val_tiles": 8, "weight_tiles": 8, "num_threads": 1, "
 
 def pasted_tiles(frame, seed, size=64):
     """Images, labels and normalisation statistics of the tiles of a frame with events pasted on it."""
-    sim = paste_events(frame.data, "skipper", resolve_gain(frame.data, frame.header), seed=seed)
-    return tuple(map(list, zip(*image_tiles(sim.image, sim.labels, size))))
+    sim = paste_events(frame.data, "skipper", resolve_gain(frame.data, (frame.header,), required=True)[0], seed=seed)
+    return tuple(map(list, zip(*image_tiles(sim.image, sim.labels, size), strict=False)))
 
 
 def cluster_f1(path, tiles):
@@ -38,8 +41,8 @@ def runs(tmp_path_factory):
     frames = {frame.name: frame for frame in io.read_images(DAMICM_SAMPLE)}
     for index, (name, seed) in enumerate([("CCD_A", 10), ("CCD_B", 11), ("CCD_A", 12), ("CCD_B", 13)]):
         frame = frames[name]
-        sim = paste_events(frame.data, "skipper", resolve_gain(frame.data, frame.header), seed=seed)
-        io.write_simulation(sim, root / "pasted" / f"sim_{index:05d}.fits")
+        sim = paste_events(frame.data, "skipper", resolve_gain(frame.data, (frame.header,), required=True)[0], seed=seed)
+        write_simulation(sim, root / "pasted" / f"sim_{index:05d}.fits")
     base = train(load_train_config(TINY, epochs=3, out=str(root / "base.pt"), **SMALL), progress=False)
     tuned = train(load_train_config(TINY, epochs=3, init=str(base), train_dir=str(root / "pasted"), lr=3e-3,
                                     sources={"simulation": 0.25, "files": 0.75}, out=str(root / "tuned.pt"),

@@ -6,8 +6,16 @@ import torch
 import torch.nn.functional as F
 
 from ccdseg.errors import ConfigError
-from ccdseg.losses import (LOSSES, class_counts, class_weights, class_weights_from_counts, dice_loss,
-                           focal_loss, make_loss, weighted_cross_entropy)
+from ccdseg.nn.losses import (
+    LOSSES,
+    class_counts,
+    class_weights,
+    class_weights_from_counts,
+    dice_loss,
+    focal_loss,
+    make_loss,
+    weighted_cross_entropy,
+)
 
 
 def batch(seed=0, shape=(2, 4, 6, 5)):

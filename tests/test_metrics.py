@@ -3,8 +3,17 @@ import pytest
 from astropy.table import Table
 
 from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL, IGNORE
-from ccdseg.metrics import (binned_efficiency, charge_at_efficiency, class_scores, cluster_object_metrics,
-                            confusion_matrix, efficiency_table, format_report, match_clusters, pixel_accuracy)
+from ccdseg.metrics import (
+    binned_efficiency,
+    charge_at_efficiency,
+    class_scores,
+    cluster_object_metrics,
+    confusion_matrix,
+    efficiency_table,
+    format_report,
+    match_clusters,
+    pixel_accuracy,
+)
 
 TRUTH = np.array([[0, 0, 0, 1],
                   [1, 2, 3, 3],

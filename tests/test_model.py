@@ -3,12 +3,20 @@ import pytest
 import torch
 
 import ccdseg
-from ccdseg import model as model_module
 from ccdseg.classes import NAMES
 from ccdseg.errors import ConfigError, ModelFileError
-from ccdseg.model import (ARCHITECTURES, UNet, build_model, count_parameters, level_widths,
-                          load_model, resolve_arch, save_model)
-from ccdseg.normalize import DEFAULT_PARAMS
+from ccdseg.nn import model as model_module
+from ccdseg.nn.model import (
+    ARCHITECTURES,
+    UNet,
+    build_model,
+    count_parameters,
+    level_widths,
+    load_model,
+    resolve_arch,
+    save_model,
+)
+from ccdseg.nn.normalize import DEFAULT_PARAMS
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ccdseg.errors import ConfigError
-from ccdseg.normalize import DEFAULT_PARAMS, normalization_stats, normalize, validate_params
+from ccdseg.nn.normalize import DEFAULT_PARAMS, normalization_stats, normalize, validate_params
 
 
 def raw_image(seed=0, shape=(120, 160), noise=2.0):

@@ -3,11 +3,12 @@ import pytest
 from astropy.io import fits
 
 from ccdseg import io
+from ccdseg.calib.gain import resolve_gain
 from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL, IGNORE
-from ccdseg.config import load_config
 from ccdseg.errors import ConfigError
-from ccdseg.paste import frame_noise, paste_events, resolve_gain
-from ccdseg.simulate import label_thresholds
+from ccdseg.sim.config import load_config
+from ccdseg.sim.paste import frame_noise, paste_events
+from ccdseg.sim.simulate import label_thresholds
 
 
 def synthetic_frame(seed=0, gain=1.3, noise_e=0.15, shape=(128, 192)):
@@ -63,18 +64,18 @@ def test_paste_is_reproducible_and_can_add_artefacts():
 
 def test_gain_comes_from_the_option_the_header_or_the_frame(damicm_sample):
     frame = io.read_images(damicm_sample, "CCD_A")[0]
-    assert resolve_gain(frame.data, fits.Header({"GAIN": 2.0}), gain=1.5) == 1.5
-    assert resolve_gain(frame.data, fits.Header({"GAIN": 2.0})) == 2.0
-    assert resolve_gain(frame.data, frame.header) == pytest.approx(1.35, abs=0.05)  # measured from the comb
+    assert resolve_gain(frame.data, (fits.Header({"GAIN": 2.0}),), 1.5) == (1.5, "option")
+    assert resolve_gain(frame.data, (fits.Header(), fits.Header({"GAIN": 2.0}))) == (2.0, "header")
+    assert resolve_gain(frame.data, (frame.header,))[0] == pytest.approx(1.35, abs=0.05)  # measured from the comb
     with pytest.raises(ConfigError, match="--gain"):
-        resolve_gain(synthetic_frame(noise_e=2.0))  # no resolved electron peaks
+        resolve_gain(synthetic_frame(noise_e=2.0), required=True)  # no resolved electron peaks
     with pytest.raises(ConfigError, match="positive"):
         paste_events(frame.data, gain=0.0, seed=0)
 
 
 def test_paste_onto_the_real_damicm_frame(damicm_sample):
     frame = io.read_images(damicm_sample, "CCD_D")[0]
-    sim = paste_events(frame.data, "skipper", gain=resolve_gain(frame.data, frame.header), seed=3)
+    sim = paste_events(frame.data, "skipper", gain=resolve_gain(frame.data, (frame.header,), required=True)[0], seed=3)
     counts = np.bincount(sim.labels.ravel(), minlength=256)
     assert counts[CLUSTER] > 200 and counts[IGNORE] > 0 and counts[BACKGROUND] > 0.05 * sim.labels.size
     # real pixels well above the noise are never called background

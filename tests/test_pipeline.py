@@ -7,12 +7,13 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from ccdseg.background import row_pedestal
-from ccdseg.catalog import CATALOG_COLUMNS
+from ccdseg.calib.background import row_pedestal
 from ccdseg.classes import BACKGROUND, CLUSTER
 from ccdseg.cli import predict as cli_predict
 from ccdseg.errors import ConfigError, OutputError
-from ccdseg.pipeline import output_paths, process_file, process_files
+from ccdseg.measure.catalog import CATALOG_COLUMNS
+from ccdseg.pipeline.job import output_paths, process_file, process_files
+
 
 def _write_image(path, shape=(70, 90), seed=0, dtype=">i2", **header):
     rng = np.random.default_rng(seed)
@@ -152,7 +153,7 @@ def test_bad_files_do_not_stop_the_others(tiny_model, tmp_path):
 
 def test_classical_method_needs_no_torch(tmp_path):
     path = _write_image(tmp_path / "c.fits")
-    code = ("import sys; from ccdseg.pipeline import process_file; "
+    code = ("import sys; from ccdseg.pipeline.job import process_file; "
             f"r = process_file({str(path)!r}, {str(tmp_path / 'out')!r}, method='classical'); "
             "assert 'torch' not in sys.modules; print(r.images[0].n_clusters)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

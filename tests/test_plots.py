@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from ccdseg import plots
-from ccdseg.catalog import find_sections
 from ccdseg.classes import CLUSTER, GLOWING, HOT_PIXEL, IGNORE
 from ccdseg.errors import InputError, OutputError
+from ccdseg.measure.sections import find_sections
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from ccdseg import predict
 from ccdseg.classes import BACKGROUND, CLUSTER, N_CLASSES
 from ccdseg.errors import ConfigError, ModelFileError
-from ccdseg.normalize import NormalizationStats
-from ccdseg.predict import get_model, segment
+from ccdseg.infer import predict
+from ccdseg.infer.predict import get_model, segment
+from ccdseg.nn.normalize import NormalizationStats
+
 
 def _frame(shape, seed=0):
     """Noise around a pedestal of 1000 ADU, with bright blobs the network reacts to."""

@@ -6,13 +6,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccdseg.background import row_pedestal
-from ccdseg.catalog import find_clusters
+from ccdseg.calib.background import row_pedestal
 from ccdseg.classes import CLUSTER, N_CLASSES
-from ccdseg.model import build_model, save_model
-from ccdseg.normalize import normalize
-from ccdseg.predict import segment
-from ccdseg.tiling import blend, pad_image, tile_grid
+from ccdseg.infer.predict import segment
+from ccdseg.infer.tiling import blend, pad_image, tile_grid
+from ccdseg.measure.catalog import find_clusters
+from ccdseg.nn.model import build_model, save_model
+from ccdseg.nn.normalize import normalize
 
 FAST = settings(max_examples=30, deadline=None)
 shapes = st.tuples(st.integers(1, 90), st.integers(1, 90))

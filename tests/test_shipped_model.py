@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ccdseg.catalog import estimate_gain
-from ccdseg.classical import segment_classical
+from ccdseg.calib.gain import estimate_gain
 from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
-from ccdseg.config import load_config
+from ccdseg.infer.predict import segment
 from ccdseg.io import read_images
+from ccdseg.measure.classical import segment_classical
 from ccdseg.metrics import class_scores, confusion_matrix
-from ccdseg.model import load_model
-from ccdseg.predict import segment
-from ccdseg.simulate import simulate_image
+from ccdseg.nn.model import load_model
+from ccdseg.sim.config import load_config
+from ccdseg.sim.simulate import simulate_image
 
 
 def test_shipped_model_is_self_describing():
@@ -78,7 +78,7 @@ def test_shipped_model_on_the_real_damicm_sample(damicm_sample):
 @pytest.mark.slow
 def test_demo_full_frame_with_the_shipped_model(tmp_path):
     """The README's first Quick start command, on the full 4096 x 4096 frame (~40 s)."""
-    from ccdseg.demo import run_demo
+    from ccdseg.pipeline.demo import run_demo
 
     outcome = run_demo(tmp_path, progress=False)
     assert outcome["failures"] == []

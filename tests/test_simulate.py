@@ -3,9 +3,9 @@ import pytest
 from scipy import stats
 
 from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
-from ccdseg.config import load_config
-from ccdseg.events import diffusion_sigma_um
-from ccdseg.simulate import iter_simulations, label_thresholds, simulate_image
+from ccdseg.sim.config import load_config
+from ccdseg.sim.events import diffusion_sigma_um
+from ccdseg.sim.simulate import iter_simulations, label_thresholds, simulate_image
 
 NOTHING = {"glow.probability": 0.0, "hot.pixels_per_mpix": [0, 0], "hot.columns": [0, 0], "hot.rows": [0, 0],
            "hot.streaks_per_mpix": [0, 0], "clusters.points_per_mpix": [0, 0], "clusters.worms_per_mpix": [0, 0],

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from ccdseg.errors import ConfigError
-from ccdseg.tiling import blend, gaussian_weights, pad_image, tile_grid
+from ccdseg.infer.tiling import blend, gaussian_weights, pad_image, tile_grid
 
 
 def _identity_outputs(image, grid):
@@ -45,7 +45,7 @@ def test_grid_covers_the_image_with_the_requested_overlap():
     assert grid.padded_shape == (300, 517)
     for starts, n in ((grid.rows, 300), (grid.cols, 517)):
         assert starts[0] == 0 and starts[-1] == n - 64
-        assert all(0 < b - a <= 64 - 16 for a, b in zip(starts, starts[1:]))
+        assert all(0 < b - a <= 64 - 16 for a, b in zip(starts, starts[1:], strict=False))
     assert grid.rows[:3] == (0, 48, 96)
     assert len(grid) == len(grid.rows) * len(grid.cols) == len(grid.starts)
 

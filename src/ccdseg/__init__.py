@@ -1,34 +1,36 @@
 """ccdseg: find particle clusters, glow and hot pixels in CCD images.
 
-The pipeline runs one way: :func:`simulate_image` -> :mod:`ccdseg.dataset` -> :func:`train`
--> model file -> :func:`segment` -> labels -> :func:`find_clusters` -> report. The network
-functions (:func:`load_model`, :func:`segment`, :func:`train`) import PyTorch when first used,
-so simulation, FITS I/O, the catalog and the classical baseline stay light.
+The pipeline runs one way: :func:`simulate_image` -> :mod:`ccdseg.nn.dataset` -> :func:`train`
+-> model file -> :func:`segment` -> labels -> :func:`find_clusters` -> report. Every public
+name is imported on first use, so ``import ccdseg`` (and ``ccdseg --help``) loads neither
+PyTorch nor SciPy, astropy or matplotlib.
 """
 
-__version__ = "0.1.0"
+import importlib
 
-from ccdseg.catalog import estimate_gain, find_clusters, find_sections  # noqa: E402
-from ccdseg.classes import BACKGROUND, CLUSTER, COLORS, GLOWING, HOT_PIXEL, IGNORE, NAMES  # noqa: E402
-from ccdseg.classical import segment_classical  # noqa: E402
-from ccdseg.config import SimConfig, load_config  # noqa: E402
-from ccdseg.io import read_images  # noqa: E402
-from ccdseg.pipeline import process_file, process_files  # noqa: E402
-from ccdseg.simulate import Simulation, iter_simulations, simulate_image  # noqa: E402
+from ccdseg._version import __version__
+from ccdseg.classes import BACKGROUND, CLUSTER, COLORS, GLOWING, HOT_PIXEL, IGNORE, NAMES
 
-#: Public names provided by the torch-based modules, imported on first use.
-_LAZY = {"load_model": "ccdseg.model", "save_model": "ccdseg.model", "build_model": "ccdseg.model",
-         "segment": "ccdseg.predict", "train": "ccdseg.train"}
+#: Public name -> module that defines it.
+_LAZY = {
+    "estimate_gain": "ccdseg.calib.gain", "resolve_gain": "ccdseg.calib.gain",
+    "find_clusters": "ccdseg.measure.catalog", "find_sections": "ccdseg.measure.sections",
+    "segment_classical": "ccdseg.measure.classical",
+    "SimConfig": "ccdseg.sim.config", "load_config": "ccdseg.sim.config",
+    "Simulation": "ccdseg.sim.simulate", "simulate_image": "ccdseg.sim.simulate",
+    "iter_simulations": "ccdseg.sim.simulate",
+    "read_images": "ccdseg.io.fits",
+    "ProcessOptions": "ccdseg.pipeline.job", "process_file": "ccdseg.pipeline.job",
+    "process_files": "ccdseg.pipeline.job",
+    "load_model": "ccdseg.nn.model", "save_model": "ccdseg.nn.model", "build_model": "ccdseg.nn.model",
+    "segment": "ccdseg.infer.predict", "train": "ccdseg.nn.train",
+}
 
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'ccdseg' has no attribute {name!r}")
 
 
-__all__ = ["BACKGROUND", "GLOWING", "HOT_PIXEL", "CLUSTER", "IGNORE", "NAMES", "COLORS", "SimConfig",
-           "Simulation", "load_config", "simulate_image", "iter_simulations", "read_images", "find_clusters",
-           "find_sections", "estimate_gain", "segment_classical", "process_file", "process_files", *_LAZY]
+__all__ = ["__version__", "BACKGROUND", "GLOWING", "HOT_PIXEL", "CLUSTER", "IGNORE", "NAMES", "COLORS", *_LAZY]

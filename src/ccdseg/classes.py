@@ -1,6 +1,6 @@
 """The four pixel classes of ccdseg: ids, names and display colours, defined once."""
 
-import numpy as np
+import numbers
 
 BACKGROUND = 0
 GLOWING = 1
@@ -24,7 +24,7 @@ def class_id(name_or_id):
     ValueError
         If the name or id is not one of the four classes.
     """
-    if isinstance(name_or_id, (int, np.integer)) or str(name_or_id).isdigit():
+    if isinstance(name_or_id, numbers.Integral) or str(name_or_id).isdigit():
         value = int(name_or_id)
         if 0 <= value < N_CLASSES:
             return value
@@ -40,4 +40,6 @@ def class_id(name_or_id):
 
 def rgb_table():
     """Colours as a (N_CLASSES, 3) uint8 array, for turning a label map into an RGB image."""
+    import numpy as np
+
     return np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in COLORS], dtype=np.uint8)

@@ -63,7 +63,7 @@ def confusion_matrix(truth, pred, n_classes=N_CLASSES, ignore_index=IGNORE):
 
 
 def _ratio(numerator, denominator):
-    """numerator / denominator with 0/0 -> nan (a class that never occurs has no score)."""
+    """Numerator / denominator with 0/0 -> nan (a class that never occurs has no score)."""
     numerator = np.asarray(numerator, dtype=np.float64)
     denominator = np.asarray(denominator, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -338,7 +338,7 @@ def cluster_object_metrics(truth_ids, truth_table, pred_labels, cluster_charge=N
     detected, charge_e, depth_um = [], [], []
     n_pred = n_false = n_pixels = 0
     charge_true = charge_found = 0.0
-    for ids, table, pred, charge in zip(ids_list, tables, preds, charges):
+    for ids, table, pred, charge in zip(ids_list, tables, preds, charges, strict=False):
         match = match_clusters(ids, table, pred, connectivity)
         detected.append(match.detected)
         charge_e.append(np.asarray(table["charge_e"], dtype=np.float64))

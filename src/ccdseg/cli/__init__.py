@@ -8,7 +8,7 @@ import argparse
 import importlib
 import sys
 
-from ccdseg import __version__
+from ccdseg._version import __version__
 from ccdseg.errors import CcdsegError
 
 #: Subcommand modules, in the order ``ccdseg --help`` lists them.

@@ -3,25 +3,25 @@
 import sys
 
 from ccdseg.errors import CcdsegError, ConfigError
-from ccdseg.tiling import TILE_SIZE
+from ccdseg.infer import TILE_SIZE
 
 
 def register(subparsers):
-    from ccdseg.evaluate import BENCHMARK_N, BENCHMARK_PRESETS, BENCHMARK_SEED, BENCHMARK_SIZE
+    from ccdseg.sim.benchmark import BENCHMARK_N, BENCHMARK_PRESETS, BENCHMARK_SEED, BENCHMARK_SIZE
 
     parser = subparsers.add_parser(
         "evaluate", help="score segmentations of simulated images against their truth",
         description="Score a method on simulated images NAME.fits (with NAME_truth.fits, as written by "
                     "ccdseg simulate): per-class precision, recall, F1, IoU and confusion matrix; clusters as "
                     "objects: detection efficiency against true charge and depth, false clusters per "
-                    "megapixel, charge completeness and the charge at which 50 %% of the clusters are found. "
+                    "megapixel, charge completeness and the charge at which half of the clusters are found. "
                     "The classical baseline is scored beside a network or prediction files. Writes "
                     "OUT_DIR/evaluation.json, OUT_DIR/confusion_METHOD.png and OUT_DIR/efficiency_charge.png. "
                     "A failing file is reported on one line and the others go on (exit code 1). "
                     "With --make-benchmark DIR, write the fixed benchmark set instead.")
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="simulated image files or directories of them")
     parser.add_argument("--out-dir", metavar="DIR", help="output directory (created if missing)")
-    parser.add_argument("--method", choices=("network", "classical"), default="network",
+    parser.add_argument("--method", choices=("network", "classical"),
                         help="method to score: the U-Net (default) or the classical baseline")
     parser.add_argument("--model", metavar="PATH", help="model file of the network (default: the shipped model)")
     parser.add_argument("--predictions", metavar="DIR",
@@ -54,12 +54,13 @@ def register(subparsers):
 
 
 def run(args):
-    from ccdseg import evaluate
+    from ccdseg.evaluate import evaluation as evaluate
+    from ccdseg.sim.benchmark import BENCHMARK_PRESETS, make_benchmark_set
 
     if args.make_benchmark:
         if args.inputs:
             raise ConfigError("--make-benchmark writes a set and takes no INPUT")
-        files = evaluate.make_benchmark_set(args.make_benchmark, presets=args.preset or evaluate.BENCHMARK_PRESETS,
+        files = make_benchmark_set(args.make_benchmark, presets=args.preset or BENCHMARK_PRESETS,
                                             n=args.n, size=args.size, seed=args.seed, overwrite=args.overwrite)
         for preset, paths in files.items():
             print(f"{preset}: {len(paths)} images in {paths[0].parent}")
@@ -69,9 +70,9 @@ def run(args):
     paths = evaluate.find_images(args.inputs)
     if not paths:
         raise ConfigError(f"no simulated images found in {', '.join(args.inputs)}")
-    method = "predictions" if args.predictions else "network" if args.model else args.method
     classical = {"min_cluster_pixels": args.min_cluster_pixels}
-    labellers = {method: evaluate.labeller(method, model=args.model, predictions=args.predictions,
+    method = args.method or ("predictions" if args.predictions else "network")
+    labellers = {method: evaluate.labeller(args.method, model=args.model, predictions=args.predictions,
                                            device=args.device, tile_size=args.tile_size, precision=args.precision,
                                            classical_options=classical, cluster_threshold=args.cluster_threshold)}
     if method != "classical" and not args.no_baseline:

@@ -17,7 +17,7 @@ def register(subparsers):
 
 def run(args):
     # torch and onnx are imported only when exporting, so `ccdseg --help` stays fast
-    from ccdseg.export import export_onnx
+    from ccdseg.infer.onnx import export_onnx
 
     path = export_onnx(args.model, args.out, overwrite=args.overwrite)
     print(f"wrote {path}")

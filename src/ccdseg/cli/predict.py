@@ -3,7 +3,7 @@
 import sys
 
 from ccdseg.classes import NAMES
-from ccdseg.tiling import TILE_SIZE
+from ccdseg.infer import TILE_SIZE
 
 
 def register(subparsers):
@@ -50,15 +50,17 @@ def register(subparsers):
 
 
 def run(args):
-    from ccdseg.pipeline import process_files
+    from ccdseg.pipeline.job import process_files
+    from ccdseg.pipeline.options import ProcessOptions
 
     hdu = int(args.hdu) if args.hdu is not None and args.hdu.isdigit() else args.hdu
-    results, failures = process_files(
-        args.inputs, args.out_dir, model=args.model, progress=not args.no_progress, hdu=hdu,
-        probabilities=args.probabilities, find=args.find, gain=args.gain, device=args.device,
-        overwrite=args.overwrite, method=args.method, tile_size=args.tile_size,
-        precision=args.precision or ("fp32" if args.engine == "onnx" else "bf16"), engine=args.engine,
-        cluster_threshold=args.cluster_threshold, workers=args.workers, scheduler=args.scheduler)
+    options = ProcessOptions(method=args.method, hdu=hdu, probabilities=args.probabilities, find=args.find,
+                             gain=args.gain, device=args.device, engine=args.engine, precision=args.precision,
+                             tile_size=args.tile_size, cluster_threshold=args.cluster_threshold,
+                             overwrite=args.overwrite)
+    results, failures = process_files(args.inputs, args.out_dir, options, model=args.model,
+                                      progress=not args.no_progress, workers=args.workers,
+                                      scheduler=args.scheduler)
     for result in results:
         _report(result, args.find)
     for failure in failures:
@@ -71,7 +73,7 @@ def _report(result, find):
     print(f"{result.path}: " + ", ".join(path.name for path in result.outputs))
     for image in result.images:
         gain = f"{image.gain:.4g} ADU/e- ({image.gain_source})" if image.gain else "unknown"
-        shares = ", ".join(f"{name} {100 * share:.2f} %" for name, share in zip(NAMES, image.fractions))
+        shares = ", ".join(f"{name} {100 * share:.2f} %" for name, share in zip(NAMES, image.fractions, strict=False))
         print(f"  {image.hdu or '-'}: {image.n_clusters} clusters, gain {gain}; {shares}")
         if find is not None:
             print(f"    {len(image.sections)} region(s) of class {find}:")

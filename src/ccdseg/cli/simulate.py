@@ -2,15 +2,8 @@
 
 from pathlib import Path
 
-from tqdm import tqdm
-
-import numpy as np
-
-from ccdseg import io
-from ccdseg.config import load_config
 from ccdseg.errors import ConfigError
-from ccdseg.paste import paste_events, resolve_gain
-from ccdseg.simulate import iter_simulations
+from ccdseg.sim.config import PRESETS
 
 
 def register(subparsers):
@@ -25,7 +18,7 @@ def register(subparsers):
     parser.add_argument("--n", type=int, default=10, help="number of images (default 10)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="image size in pixels")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")
-    parser.add_argument("--preset", default="damic", help="damic, skipper or thesis (default damic)")
+    parser.add_argument("--preset", default="damic", help=f"simulation preset: {', '.join(PRESETS)} (default damic)")
     parser.add_argument("--config", type=Path, help="TOML file overriding the preset")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one parameter, e.g. --set detector.read_noise_e=0.2")
@@ -42,6 +35,14 @@ def register(subparsers):
 
 
 def run(args):
+    from tqdm import tqdm
+
+    from ccdseg.io import read_images
+    from ccdseg.sim.config import load_config
+    from ccdseg.sim.paste import iter_pasted
+    from ccdseg.sim.simulate import iter_simulations
+    from ccdseg.sim.truth import write_simulation
+
     overrides = list(args.overrides)
     if args.size:
         overrides += [f"detector.height={args.size[0]}", f"detector.width={args.size[1]}"]
@@ -51,26 +52,13 @@ def run(args):
     if args.background is None and (args.hdu is not None or args.gain is not None or args.artefacts):
         raise ConfigError("--hdu, --gain and --artefacts need --background FRAME")
     stream = (((simulation, {}) for simulation in iter_simulations(config, args.seed)) if args.background is None
-              else _pasted(args.background, args.hdu, args.gain, config, args.seed, args.artefacts))
+              else iter_pasted(read_images(args.background, args.hdu), config, gain=args.gain, seed=args.seed,
+                              with_artefacts=args.artefacts, source=args.background.name))
     for index in tqdm(range(args.n), desc="simulate", unit="image"):
         path = args.out_dir / f"sim_{index:05d}.fits"
         simulation, extra = next(stream)
         keys = {"PRESET": args.preset, "SEED": args.seed, "SIMINDEX": index, **extra}
-        io.write_simulation(simulation, path, keys=keys, overwrite=args.overwrite)
+        write_simulation(simulation, path, keys=keys, overwrite=args.overwrite)
     print(f"wrote {args.n} images and their truth to {args.out_dir}")
     return 0
-
-
-def _pasted(frame_path, hdu, gain, config, seed, artefacts):
-    """Endless (simulation, header keys) of events pasted onto the frame's HDUs in turn."""
-    frames = io.read_images(frame_path, hdu)
-    gains = [resolve_gain(frame.data, frame.header, gain) for frame in frames]
-    sequence = np.random.SeedSequence(seed)
-    index = 0
-    while True:
-        frame, frame_gain = frames[index % len(frames)], gains[index % len(frames)]
-        rng = np.random.default_rng(sequence.spawn(1)[0])
-        keys = {"BKGFILE": frame_path.name[:68], "BKGHDU": frame.label}
-        yield paste_events(frame.data, config, frame_gain, rng=rng, with_artefacts=artefacts), keys
-        index += 1
 

@@ -1,0 +1,1 @@
+"""Calibration from the data: row pedestal, robust noise, gain."""

@@ -1,0 +1,1 @@
+"""Scoring segmentations against simulated truth: per class and per cluster object."""

@@ -1,0 +1,1 @@
+"""From labels to objects: the cluster catalogue, sections of a class, the classical baseline."""

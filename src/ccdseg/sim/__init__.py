@@ -1,0 +1,1 @@
+"""Physics simulation with exact labels: configs, events, artefacts, pasted events, truth files."""
