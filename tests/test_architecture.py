@@ -13,7 +13,7 @@ PACKAGE = Path(ccdseg.__file__).parent
 
 #: Stages from the bottom up; a module may import from its own stage and the ones below.
 LAYERS = (
-    ("_version", "errors", "classes", "checks"),
+    ("_version", "errors", "classes", "checks", "settings"),
     ("io",),
     ("calib",),
     ("metrics", "plots"),

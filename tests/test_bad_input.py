@@ -22,7 +22,7 @@ from ccdseg.cli import main
 from ccdseg.errors import ConfigError, InputError, ModelFileError
 from ccdseg.infer.predict import segment
 from ccdseg.nn.dataset import read_simulated_dir
-from ccdseg.nn.train import load_train_config
+from ccdseg.nn.train_config import load_train_config
 from ccdseg.pipeline.job import output_paths
 from ccdseg.sim.config import load_config
 from ccdseg.sim.simulate import simulate_image
@@ -117,7 +117,7 @@ def test_batch_of_bad_and_odd_files(bad_inputs, odd_inputs, tiny_model, tmp_path
 
     assert code == 1
     assert len(errors) == len(bad_inputs) and not any("Traceback" in line for line in errors)
-    for line, (path, cause) in zip(errors, bad_inputs.items(), strict=False):
+    for line, (path, cause) in zip(errors, bad_inputs.items(), strict=True):
         assert line.startswith(f"ccdseg predict: error: {path}: ")
         assert re.search(cause, line), line
     assert f"{len(odd_inputs)} of {len(inputs)} file(s) segmented" in stdout

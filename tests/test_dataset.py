@@ -21,7 +21,7 @@ def test_simulated_tiles_same_seed_same_tiles():
     first = take(dataset.simulated_tiles(size=32, seed=5, image_size=64), 6)
     again = take(dataset.simulated_tiles(size=32, seed=5, image_size=64), 6)
     other = take(dataset.simulated_tiles(size=32, seed=6, image_size=64), 6)
-    for (image, labels, _), (image2, labels2, _) in zip(first, again, strict=False):
+    for (image, labels, _), (image2, labels2, _) in zip(first, again, strict=True):
         assert image.shape == labels.shape == (32, 32)
         assert image.dtype == np.float32 and labels.dtype == np.uint8
         np.testing.assert_array_equal(image, image2)
@@ -39,7 +39,7 @@ def test_tile_statistics_come_from_the_whole_image():
         "glow.amplitude_e": [300, 300], "glow.length_px": [40, 40], "glow.warm_columns": [0, 0]}), seed=3)
     tiles = dataset.image_tiles(sim.image, sim.labels, 64)
     whole = normalization_stats(sim.image)
-    for (image, _labels, stats), (y, x) in zip(tiles, dataset.grid_positions(sim.image.shape, 64), strict=False):
+    for (image, _labels, stats), (y, x) in zip(tiles, dataset.grid_positions(sim.image.shape, 64), strict=True):
         np.testing.assert_array_equal(image, sim.image[y:y + 64, x:x + 64])
         np.testing.assert_array_equal(stats.pedestal, whole.pedestal[y:y + 64])
         assert stats.sigma == whole.sigma
@@ -111,7 +111,7 @@ def test_file_tiles_read_simulations_and_split_021(tmp_path):
         write_simulation(sim, tmp_path / f"sim_{i:05d}.fits")
     pairs = dataset.read_simulated_dir(tmp_path)
     assert [name for name, _, _ in pairs] == [f"sim_{i:05d}.fits" for i in range(5)]
-    for (_, image, labels), sim in zip(pairs, sims, strict=False):
+    for (_, image, labels), sim in zip(pairs, sims, strict=True):
         np.testing.assert_array_equal(image, sim.image)
         np.testing.assert_array_equal(labels, sim.labels)
 
@@ -121,7 +121,7 @@ def test_file_tiles_read_simulations_and_split_021(tmp_path):
 
     val_tiles = list(dataset.file_tiles(tmp_path, 32, "val", seed=3))
     assert len(val_tiles) == 4
-    for (index, y, x), (image, labels, stats) in zip(val, val_tiles, strict=False):
+    for (index, y, x), (image, labels, stats) in zip(val, val_tiles, strict=True):
         np.testing.assert_array_equal(image, sims[index].image[y:y + 32, x:x + 32])
         np.testing.assert_array_equal(labels, sims[index].labels[y:y + 32, x:x + 32])
         np.testing.assert_array_equal(stats.pedestal, normalization_stats(sims[index].image).pedestal[y:y + 32])

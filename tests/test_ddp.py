@@ -6,7 +6,7 @@ import torch.multiprocessing as mp
 
 from ccdseg.nn import train as training
 from ccdseg.nn.model import build_model, load_model
-from ccdseg.nn.train import load_train_config, output_paths
+from ccdseg.nn.train_config import load_train_config, output_paths
 
 WORLD = 2
 

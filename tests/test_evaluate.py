@@ -67,14 +67,14 @@ def test_counts_over_images_match_metrics_on_the_whole_list(damic_set):
     truths = [read_simulated(path) for path in damic_set]
     ids = [t[2] for t in truths]
     tables = [t[3][np.isin(t[3]["id"], np.unique(t[2][t[2] > 0]))] for t in truths]
-    preds = [label(path, t[0]) for path, t in zip(damic_set, truths, strict=False)]
+    preds = [label(path, t[0]) for path, t in zip(damic_set, truths, strict=True)]
     expected = metrics.cluster_object_metrics(ids, tables, preds, [t[4] for t in truths])
     summary = evaluation.summary()["clusters"]
     for key in ("n_true", "n_detected", "n_pred", "n_false"):
         assert summary[key] == expected[key]
     assert summary["charge_completeness"] == pytest.approx(expected["charge_completeness"])
     np.testing.assert_array_equal(evaluation.efficiency("charge")["n_detected"], expected["by_charge"]["n_detected"])
-    confusion = sum(metrics.confusion_matrix(t[1], p) for t, p in zip(truths, preds, strict=False))
+    confusion = sum(metrics.confusion_matrix(t[1], p) for t, p in zip(truths, preds, strict=True))
     np.testing.assert_array_equal(evaluation.confusion, confusion)
 
 

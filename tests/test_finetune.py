@@ -11,7 +11,8 @@ from ccdseg.classes import IGNORE
 from ccdseg.nn import losses
 from ccdseg.nn.dataset import image_tiles
 from ccdseg.nn.model import load_model
-from ccdseg.nn.train import evaluate, load_train_config, scores, train
+from ccdseg.nn.train import evaluate, scores, train
+from ccdseg.nn.train_config import load_train_config
 from ccdseg.sim.paste import paste_events
 from ccdseg.sim.truth import write_simulation
 from conftest import DAMICM_SAMPLE
@@ -24,7 +25,7 @@ SMALL = {"test_tiles": 8, "val_tiles": 8, "weight_tiles": 8, "num_threads": 1, "
 def pasted_tiles(frame, seed, size=64):
     """Images, labels and normalisation statistics of the tiles of a frame with events pasted on it."""
     sim = paste_events(frame.data, "skipper", resolve_gain(frame.data, (frame.header,), required=True)[0], seed=seed)
-    return tuple(map(list, zip(*image_tiles(sim.image, sim.labels, size), strict=False)))
+    return tuple(map(list, zip(*image_tiles(sim.image, sim.labels, size), strict=True)))
 
 
 def cluster_f1(path, tiles):

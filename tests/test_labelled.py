@@ -6,7 +6,8 @@ from matplotlib import pyplot as plt
 from ccdseg.classes import CLUSTER, HOT_PIXEL, IGNORE, rgb_table
 from ccdseg.errors import InputError
 from ccdseg.nn.labelled import find_labelled_pairs
-from ccdseg.nn.train import load_train_config, read_sources, training_tiles
+from ccdseg.nn.train import read_sources, training_tiles
+from ccdseg.nn.train_config import load_train_config
 
 
 def write_image(path, shape, value=0.0):
@@ -48,7 +49,7 @@ def test_pairs_are_matched_by_name_and_each_problem_reported(labelled_dir):
     directory, labels = labelled_dir
     pairs, problems = find_labelled_pairs(directory)
     assert [name for name, _, _ in pairs] == ["good_fits", "good_npy", "good_png"]
-    for (_, image, read), value in zip(pairs, (0.0, 2.0, 1.0), strict=False):
+    for (_, image, read), value in zip(pairs, (0.0, 2.0, 1.0), strict=True):
         np.testing.assert_array_equal(read, labels)  # ids, colours and transparency decode alike
         assert read.dtype == np.uint8 and np.all(image == value)
     assert len(problems) == 4

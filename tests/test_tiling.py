@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -45,7 +47,7 @@ def test_grid_covers_the_image_with_the_requested_overlap():
     assert grid.padded_shape == (300, 517)
     for starts, n in ((grid.rows, 300), (grid.cols, 517)):
         assert starts[0] == 0 and starts[-1] == n - 64
-        assert all(0 < b - a <= 64 - 16 for a, b in zip(starts, starts[1:], strict=False))
+        assert all(0 < b - a <= 64 - 16 for a, b in itertools.pairwise(starts))
     assert grid.rows[:3] == (0, 48, 96)
     assert len(grid) == len(grid.rows) * len(grid.cols) == len(grid.starts)
 

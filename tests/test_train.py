@@ -10,7 +10,8 @@ from ccdseg.classes import BACKGROUND
 from ccdseg.cli import train as cli_train
 from ccdseg.errors import ConfigError
 from ccdseg.nn.model import load_model
-from ccdseg.nn.train import LOG_COLUMNS, held_out_tiles, load_train_config, lr_at, output_paths, train
+from ccdseg.nn.train import LOG_COLUMNS, held_out_tiles, lr_at, train
+from ccdseg.nn.train_config import load_train_config, output_paths
 
 TINY = Path(__file__).parents[1] / "configs" / "train_tiny.toml"
 DEFAULT = Path(__file__).parents[1] / "configs" / "train_default.toml"
@@ -72,7 +73,7 @@ def test_resume_continues_from_saved_epoch(tmp_path):
     _, whole_rows = read_log(tmp_path / "whole.log.csv")
     assert [row["epoch"] for row in rows] == [1, 2, 3]
     # the resumed run sees the same tiles and weights as the uninterrupted one
-    for row, expected in zip(rows, whole_rows, strict=False):
+    for row, expected in zip(rows, whole_rows, strict=True):
         assert row["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-4)
         assert row["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-4)
     state = torch.load(tmp_path / "part.ckpt", weights_only=True)

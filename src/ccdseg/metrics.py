@@ -338,7 +338,7 @@ def cluster_object_metrics(truth_ids, truth_table, pred_labels, cluster_charge=N
     detected, charge_e, depth_um = [], [], []
     n_pred = n_false = n_pixels = 0
     charge_true = charge_found = 0.0
-    for ids, table, pred, charge in zip(ids_list, tables, preds, charges, strict=False):
+    for ids, table, pred, charge in zip(ids_list, tables, preds, charges, strict=True):
         match = match_clusters(ids, table, pred, connectivity)
         detected.append(match.detected)
         charge_e.append(np.asarray(table["charge_e"], dtype=np.float64))

@@ -167,7 +167,7 @@ def plot_segmentation_panels(panels, path, title=None, max_size=512):
     width, height = _panel_size(np.shape(panels[0][1]))
     fig = Figure(figsize=(2 * width + 2.5, height * len(panels) + (0.5 if title else 0)), layout="constrained")
     axes = fig.subplots(len(panels), 2, squeeze=False)
-    for (name, image, labels), (ax_image, ax_labels) in zip(panels, axes, strict=False):
+    for (name, image, labels), (ax_image, ax_labels) in zip(panels, axes, strict=True):
         shown, rgb, factor = _display_arrays(image, labels, max_size)
         suffix = f" (blocks of {factor}x{factor})" if factor > 1 else ""
         _show_image(ax_image, shown, f"{name} image{suffix}".strip(), np.shape(image))
@@ -273,7 +273,7 @@ def plot_curves(log, path):
         raise InputError(log if isinstance(log, (str, os.PathLike)) else "training log",
                          "no train_*/val_* metric columns")
     fig = Figure(figsize=(4.5 * len(groups), 3.5))
-    for ax, (panel, curves) in zip(np.atleast_1d(fig.subplots(1, len(groups))), groups.items(), strict=False):
+    for ax, (panel, curves) in zip(np.atleast_1d(fig.subplots(1, len(groups))), groups.items(), strict=True):
         metrics = sorted({metric for _, metric, _ in curves})
         for split, metric, values in curves:
             colour = f"C{metrics.index(metric)}"
@@ -388,7 +388,7 @@ def plot_sections(image, labels, sections, path, max_panels=16):
     overlay[:N_CLASSES, :3] = rgb_table() / 255.0
     overlay[:N_CLASSES, 3] = 0.45
     overlay[BACKGROUND, 3] = 0.0
-    for number, (ax, (ymin, ymax, xmin, xmax, npix)) in enumerate(zip(axes, sections, strict=False), start=1):
+    for number, (ax, (ymin, ymax, xmin, xmax, npix)) in enumerate(zip(axes, sections, strict=True), start=1):
         rows, cols = slice(int(ymin), int(ymax) + 1), slice(int(xmin), int(xmax) + 1)
         extent = (xmin - 0.5, xmax + 0.5, ymin - 0.5, ymax + 0.5)
         stamp = residual[rows, cols]

@@ -73,7 +73,7 @@ def _report(result, find):
     print(f"{result.path}: " + ", ".join(path.name for path in result.outputs))
     for image in result.images:
         gain = f"{image.gain:.4g} ADU/e- ({image.gain_source})" if image.gain else "unknown"
-        shares = ", ".join(f"{name} {100 * share:.2f} %" for name, share in zip(NAMES, image.fractions, strict=False))
+        shares = ", ".join(f"{name} {100 * share:.2f} %" for name, share in zip(NAMES, image.fractions, strict=True))
         print(f"  {image.hdu or '-'}: {image.n_clusters} clusters, gain {gain}; {shares}")
         if find is not None:
             print(f"    {len(image.sections)} region(s) of class {find}:")

@@ -30,7 +30,8 @@ def register(subparsers):
 
 def run(args):
     # torch is imported only when training is asked for, so `ccdseg --help` stays fast
-    from ccdseg.nn.train import load_train_config, train
+    from ccdseg.nn.train import train
+    from ccdseg.nn.train_config import load_train_config
 
     config = load_train_config(args.config, args.overrides, out=args.out, epochs=args.epochs, device=args.device,
                                init=args.init, freeze_encoder=args.freeze_encoder or None,

@@ -256,5 +256,5 @@ def _tile_outputs(run_batch, network_input, grid, batch_size):
     for first in range(0, len(starts), batch_size):
         batch = starts[first:first + batch_size]
         tiles = np.stack([network_input[y0:y0 + th, x0:x0 + tw] for y0, x0 in batch])
-        yield from zip(batch, run_batch(tiles[:, None]), strict=False)
+        yield from zip(batch, run_batch(tiles[:, None]), strict=True)
 

@@ -112,7 +112,7 @@ def pad_image(image, grid):
     itself when no padding is needed.
     """
     image = np.asarray(image)
-    extra = [(0, p - n) for p, n in zip(grid.padded_shape, image.shape, strict=False)]
+    extra = [(0, p - n) for p, n in zip(grid.padded_shape, image.shape, strict=True)]
     if not any(after for _, after in extra):
         return image
     return np.pad(image, extra, mode="symmetric")

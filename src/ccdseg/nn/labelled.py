@@ -105,7 +105,7 @@ def read_labelled_pair(image_path, labels_path):
                                       f"of {Path(image_path).name}")
     stem = fits_stem(image_path)
     pairs = []
-    for hdu, labels in zip(images, label_maps, strict=False):
+    for hdu, labels in zip(images, label_maps, strict=True):
         if labels.shape != hdu.data.shape:
             raise InputError(labels_path, f"labels of shape {labels.shape} but image {Path(image_path).name}"
                                           f"[{hdu.label}] has shape {hdu.data.shape}")

@@ -209,7 +209,7 @@ class UNet(nn.Module):
             x = block(x)
             skips.append(x)
         skips.pop()
-        for up, block in zip(self.up, self.decoder, strict=False):
+        for up, block in zip(self.up, self.decoder, strict=True):
             x = block(torch.cat([up(x), skips.pop()], dim=1))
         return self.head(x)
 

@@ -1,6 +1,6 @@
 """Train the U-Net on simulated tiles, read top to bottom like nanoGPT's ``train.py``.
 
-:func:`train` runs the whole recipe of a :class:`TrainConfig`: data, class weights, model,
+:func:`train` runs the whole recipe of a :class:`~ccdseg.nn.train_config.TrainConfig`: data, class weights, model,
 optimiser, the loop with a validation pass after each epoch, best-model saving, early
 stopping, and a final evaluation on held-out simulated tiles. Next to the model file
 ``MODEL.pt`` it writes:
@@ -25,7 +25,6 @@ weights. Every rank validates (same tiles, same weights, same decisions); rank 0
 files and shows progress.
 """
 
-import dataclasses
 import itertools
 import math
 import os
@@ -41,258 +40,17 @@ from ccdseg import metrics, plots
 from ccdseg.classes import CLUSTER, IGNORE, N_CLASSES, NAMES
 from ccdseg.errors import ConfigError, InputError, ModelFileError
 from ccdseg.io import atomic_path, write_text_atomic
-from ccdseg.io import output_paths as files
 from ccdseg.nn import dataset, labelled, losses
 from ccdseg.nn.model import build_model, load_model, resolve_arch, save_model
-from ccdseg.nn.normalize import normalize, validate_params
-from ccdseg.sim.config import parse_override, read_toml
+from ccdseg.nn.normalize import normalize
+from ccdseg.nn.train_config import load_train_config, output_paths, validate_train_config
 
 #: Column-name form of the class names ("hot pixel" -> "hot_pixel").
 CLASS_KEYS = tuple(name.replace(" ", "_") for name in NAMES)
-#: Sources of training tiles: the simulator, ``train_dir`` (simulated files), ``labelled_dir`` (the user's own).
-SOURCES = ("simulation", "files", "labelled")
 #: Simulated images whose training tiles are shuffled together, so that a batch mixes images and presets.
 SIM_POOL = 4
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy",
                *(f"val_f1_{key}" for key in CLASS_KEYS), "lr", "seconds")
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything that defines a training run (a TOML file sets any subset of it).
-
-    Attributes
-    ----------
-    arch : str or dict
-        Architecture preset (``"default"``, ``"thesis"``) or dict (see :func:`ccdseg.nn.model.resolve_arch`).
-    tile_size : int
-        Training tile height and width (px), a multiple of ``2**depth``.
-    sim_size : int
-        Size of each simulated image (px), cut into tiles; a multiple of ``tile_size``.
-    batch_size, steps_per_epoch, epochs : int
-    lr : float
-        Peak learning rate (AdamW ~1e-3; Adadelta, as in the thesis, ~1.0).
-    optimizer : {"adamw", "adadelta"}
-    weight_decay : float
-    schedule : {"cosine", "onecycle", "constant"}
-        ``cosine``: linear warm-up over ``warmup_steps`` then cosine decay to ``lr * min_lr_ratio``;
-        ``onecycle``: warm-up over 30 % of the steps then cosine decay to ``lr * min_lr_ratio``.
-    warmup_steps : int
-    min_lr_ratio : float
-    loss : {"ce", "dice", "focal", "ce+dice"}
-    class_weights : str or list of float
-        ``"inverse"`` (inverse class frequency on ``weight_tiles`` training tiles),
-        ``"inverse_sqrt"`` (its square root, fewer false positives), ``"none"``, or explicit weights.
-    weight_tiles : int
-    presets : dict
-        Simulation preset -> share of the training, validation and test tiles.
-    sim_overrides : list of str
-        Simulation config overrides ``"section.key=value"`` for all presets.
-    train_dir : str, optional
-        Directory of simulated files (``ccdseg simulate``, also ``--background``) for the
-        ``files`` source; ``val_fraction`` of its tiles validate. The test set stays simulated.
-    labelled_dir : str, optional
-        Directory of the user's labelled images (see :mod:`ccdseg.nn.labelled`) for the
-        ``labelled`` source; ``val_fraction`` of its tiles validate.
-    skip_bad_pairs : bool
-        Train without the labelled files that do not pair up instead of refusing to start.
-    sources : dict
-        Source -> share of the training and validation tiles, sources being ``simulation``,
-        ``files`` and ``labelled`` (e.g. ``{simulation = 0.5, labelled = 0.5}``). Empty: all
-        tiles from ``train_dir``, else from ``labelled_dir``, else simulated.
-    init : str, optional
-        Fine-tune: start from this model file (``"shipped"``: the model shipped with ccdseg);
-        its architecture and normalisation replace ``arch`` and ``normalization``.
-    freeze_encoder : bool
-        Keep the encoder's weights of the ``init`` model fixed; only the decoder learns.
-    val_fraction : float
-    augment : bool
-        Random flips/rotations and readout jitter (gain, pedestal, noise) of training tiles.
-    normalization : dict
-        Parameters of :func:`ccdseg.nn.normalize.normalize`, stored in the model file.
-    seed, val_seed, test_seed : int
-        Seeds of training (data, augmentation, weights), validation tiles and test tiles.
-    val_tiles, test_tiles : int
-        Number of validation and test tiles.
-    patience : int
-        Stop after this many epochs without a better validation score; 0 never stops early.
-    select_metric : {"cluster_f1", "mean_f1"}
-        Validation score that picks the saved model.
-    device : {"auto", "cpu", "cuda"}
-    num_threads : int
-        CPU threads; 0 uses every core.
-    out : str
-        Model file to write.
-    """
-
-    arch: object = "default"
-    tile_size: int = 128
-    sim_size: int = 256
-    batch_size: int = 16
-    steps_per_epoch: int = 100
-    epochs: int = 20
-    lr: float = 2e-3
-    optimizer: str = "adamw"
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    warmup_steps: int = 50
-    min_lr_ratio: float = 0.05
-    loss: str = "ce+dice"
-    class_weights: object = "inverse_sqrt"
-    weight_tiles: int = 64
-    presets: dict = dataclasses.field(default_factory=lambda: dict(dataset.DEFAULT_PRESETS))
-    sim_overrides: list = dataclasses.field(default_factory=list)
-    train_dir: str | None = None
-    labelled_dir: str | None = None
-    skip_bad_pairs: bool = False
-    sources: dict = dataclasses.field(default_factory=dict)
-    init: str | None = None
-    freeze_encoder: bool = False
-    val_fraction: float = dataset.VAL_FRACTION
-    augment: bool = True
-    normalization: dict = dataclasses.field(default_factory=dict)
-    seed: int = 0
-    val_seed: int = 1
-    test_seed: int = 2
-    val_tiles: int = 64
-    test_tiles: int = 64
-    patience: int = 0
-    select_metric: str = "cluster_f1"
-    device: str = "auto"
-    num_threads: int = 0
-    out: str = "model.pt"
-
-    def to_dict(self):
-        """Plain dict, e.g. for the model file's metadata."""
-        return dataclasses.asdict(self)
-
-
-_CHOICES = {"optimizer": ("adamw", "adadelta"), "schedule": ("cosine", "onecycle", "constant"),
-            "loss": losses.LOSSES, "select_metric": ("cluster_f1", "mean_f1"),
-            "device": ("auto", "cpu", "cuda")}
-_POSITIVE = ("tile_size", "sim_size", "batch_size", "steps_per_epoch", "epochs", "weight_tiles",
-             "val_tiles", "test_tiles", "lr")
-_NON_NEGATIVE = ("weight_decay", "warmup_steps", "patience", "num_threads", "min_lr_ratio")
-
-
-def load_train_config(path=None, overrides=None, **changes):
-    """Build and validate a :class:`TrainConfig` from a TOML file, overrides and keywords.
-
-    Parameters
-    ----------
-    path : str or Path, optional
-        TOML file with top-level keys of :class:`TrainConfig`; ``arch``, ``presets`` and
-        ``normalization`` may be tables.
-    overrides : list of str, optional
-        ``"key=value"`` (value in TOML syntax, bare words are strings); a dotted key sets
-        one entry of a table, e.g. ``arch.base_width=8`` or ``presets.thesis=0.5``.
-    **changes
-        Last word, e.g. ``epochs=3`` (None values are skipped).
-
-    Raises
-    ------
-    ConfigError
-        Unreadable file, unknown key, wrong type or out-of-range value; the message names the key.
-    """
-    values = {} if path is None else read_toml(path, "training config")
-    for text in overrides or ():
-        key, value = parse_override(text)
-        field, _, entry = key.partition(".")
-        if entry:
-            table = values.get(field, {} if field != "arch" else {"preset": values.get("arch", "default")})
-            if isinstance(table, str):
-                table = {"preset": table}
-            values[field] = {**table, entry: value}
-        else:
-            values[key] = value
-    values.update({key: value for key, value in changes.items() if value is not None})
-    return validate_train_config(values)
-
-
-def validate_train_config(values):
-    """A validated :class:`TrainConfig` from a dict (or a config); raises :class:`ConfigError` naming the key."""
-    if isinstance(values, TrainConfig):
-        values = values.to_dict()
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown training config key {unknown[0]!r} (expected one of {', '.join(fields)})")
-    config = TrainConfig()
-    for key, value in values.items():
-        setattr(config, key, _coerce(key, getattr(config, key), value))
-    for key, choices in _CHOICES.items():
-        if getattr(config, key) not in choices:
-            raise ConfigError(f"{key} = {getattr(config, key)!r}: must be one of {', '.join(choices)}")
-    for key in _POSITIVE:
-        if not getattr(config, key) > 0:
-            raise ConfigError(f"{key} = {getattr(config, key)!r}: must be > 0")
-    for key in _NON_NEGATIVE:
-        if not getattr(config, key) >= 0:
-            raise ConfigError(f"{key} = {getattr(config, key)!r}: must be >= 0")
-    if not 0 < config.val_fraction < 1:
-        raise ConfigError(f"val_fraction = {config.val_fraction!r}: must be in (0, 1)")
-    arch = resolve_arch(config.arch)
-    validate_params(config.normalization)
-    if config.tile_size % 2 ** arch["depth"]:
-        raise ConfigError(f"tile_size = {config.tile_size}: must be a multiple of 2**depth = {2 ** arch['depth']}")
-    if config.sim_size % config.tile_size:
-        raise ConfigError(f"sim_size = {config.sim_size}: must be a multiple of tile_size = {config.tile_size}")
-    weights = config.class_weights
-    if isinstance(weights, str) and weights not in ("inverse", "inverse_sqrt", "none"):
-        raise ConfigError(f"class_weights = {weights!r}: must be 'inverse', 'inverse_sqrt', 'none' "
-                          f"or a list of {N_CLASSES} numbers")
-    if not isinstance(weights, str) and (len(weights) != N_CLASSES or min(weights) < 0 or sum(weights) <= 0):
-        raise ConfigError(f"class_weights = {weights!r}: a list needs {N_CLASSES} non-negative numbers")
-    if not config.presets or any(not isinstance(v, (int, float)) or v < 0 for v in config.presets.values()) \
-            or sum(config.presets.values()) <= 0:
-        raise ConfigError(f"presets = {config.presets!r}: must map preset names to non-negative shares")
-    if set(config.sources) - set(SOURCES) or any(not isinstance(v, (int, float)) or v < 0
-                                                 for v in config.sources.values()) \
-            or (config.sources and sum(config.sources.values()) <= 0):
-        raise ConfigError(f"sources = {config.sources!r}: must map {', '.join(SOURCES)} to non-negative shares")
-    for name, key in (("files", "train_dir"), ("labelled", "labelled_dir")):
-        if config.sources.get(name) and not getattr(config, key):
-            raise ConfigError(f"sources.{name} = {config.sources[name]}: needs {key}")
-    if config.freeze_encoder and not config.init:
-        raise ConfigError("freeze_encoder = true: needs init, the model whose encoder to keep")
-    return config
-
-
-def _coerce(key, default, value):
-    """``value`` checked against the type of the field's default."""
-    if key == "arch":
-        if not isinstance(value, (str, dict)):
-            raise ConfigError(f"arch must be a preset name or a table, got {value!r}")
-        return value
-    if key == "class_weights":
-        if isinstance(value, str):
-            return value
-        if isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            return [float(v) for v in value]
-        raise ConfigError(f"class_weights must be a name or a list of numbers, got {value!r}")
-    if key in ("train_dir", "labelled_dir", "init"):
-        if value is not None and not isinstance(value, (str, os.PathLike)):
-            raise ConfigError(f"{key} must be a path, got {value!r}")
-        return os.fspath(value) if value else None
-    expected = type(default)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if type(value) is not expected:
-        raise ConfigError(f"{key} must be of type {expected.__name__}, got {value!r}")
-    if key == "sim_overrides" and not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"sim_overrides must be a list of 'section.key=value' strings, got {value!r}")
-    return value
-
-
-def output_paths(out):
-    """Files written beside the model file ``out``, by role."""
-    out = Path(out)
-    return files(out.parent, out.stem, {"model": out.suffix, "checkpoint": ".ckpt",
-                                        **{role: f".{role}.{ext}" for role, ext in
-                                           (("log", "csv"), ("curves", "png"), ("confusion", "png"),
-                                            ("examples", "png"), ("report", "txt"))}})
 
 
 def lr_at(step, total_steps, config):
@@ -397,7 +155,8 @@ def training_tiles(config, sequence, pairs=None):
         return _source_tiles(config, next(iter(shares)), "train", sequence, pairs)
     # a fresh copy: spawning from the caller's sequence would change what it gives next time
     children = np.random.SeedSequence(sequence.entropy, spawn_key=sequence.spawn_key).spawn(len(shares) + 1)
-    streams = {name: _source_tiles(config, name, "train", child, pairs) for name, child in zip(shares, children, strict=False)}
+    streams = {name: _source_tiles(config, name, "train", child, pairs)
+               for name, child in zip(shares, children[:-1], strict=True)}
     return dataset.mixed_tiles(streams, shares, children[-1])
 
 
@@ -414,7 +173,7 @@ def held_out_tiles(config, which, pairs=None):
     for k, (name, share) in enumerate(shares.items()):
         wanted = count - len(tiles) if k == len(shares) - 1 else round(count * share / total)
         tiles.extend(itertools.islice(_source_tiles(config, name, "val", seed, pairs), wanted))
-    return tuple(map(list, zip(*tiles, strict=False)))
+    return tuple(map(list, zip(*tiles, strict=True)))
 
 
 def freeze_encoder(net):
@@ -484,7 +243,8 @@ def evaluate(net, tiles, config, loss_fn, device):
     total_loss, matrix, predictions = 0.0, torch.zeros(N_CLASSES, N_CLASSES, dtype=torch.long, device=device), []
     images = tiles[0]
     for start in range(0, len(images), config.batch_size):
-        x, y = make_batch(zip(*(part[start:start + config.batch_size] for part in tiles), strict=False), config, None, device)
+        batch = zip(*(part[start:start + config.batch_size] for part in tiles), strict=True)
+        x, y = make_batch(batch, config, None, device)
         logits = net(x)
         total_loss += loss_fn(logits, y).item() * len(x)
         matrix += confusion(logits, y)
@@ -506,7 +266,7 @@ def train(config, resume=None, progress=True):
     Parameters
     ----------
     config : TrainConfig, dict or str/Path
-        The recipe, or a TOML file of it (see :func:`load_train_config`).
+        The recipe, or a TOML file of it (see :func:`ccdseg.nn.train_config.load_train_config`).
     resume : str or Path, optional
         A ``MODEL.ckpt`` resume file: continue after its last finished epoch.
     progress : bool
@@ -524,23 +284,16 @@ def train(config, resume=None, progress=True):
     ModelFileError
         Unreadable resume file.
     """
-    if isinstance(config, (str, os.PathLike)):
-        config = load_train_config(config)
-    config = validate_train_config(config)
-    parent = load_model(None if config.init == "shipped" else config.init) if config.init else None
-    if parent is not None:  # fine-tuning keeps the starting model's architecture and input scaling
-        config = validate_train_config({**config.to_dict(), "arch": parent.arch,
-                                        "normalization": parent.normalization})
+    config, parent = _config_and_parent(config)
     paths = output_paths(config.out)
     rank, world, device = init_distributed(resolve_device(config.device))
-    if device.type == "cpu":  # ranks on one machine share its cores
-        ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        torch.set_num_threads(config.num_threads or max(1, os.cpu_count() // ranks_here))
+    set_cpu_threads(config, device)
     torch.manual_seed(config.seed)
+    talk = progress and rank == 0  # rank 0 alone shows progress
 
     # data: training tiles are drawn per epoch; validation and test tiles are fixed lists
     pairs, skipped = read_sources(config)
-    if progress and rank == 0:
+    if talk:
         for line in skipped:
             tqdm.write(f"skipped: {line}")
     val_tiles = held_out_tiles(config, "val", pairs)
@@ -548,26 +301,11 @@ def train(config, resume=None, progress=True):
     loss_fn = losses.make_loss(config.loss, weights, IGNORE)
 
     # model and optimiser
-    net = build_model(config.arch)
-    if parent is not None:
-        net.load_state_dict(parent.net.state_dict())
-    if config.freeze_encoder:
-        freeze_encoder(net)
-    net = net.to(device).to(memory_format=torch.channels_last)
-    trainable = [p for p in net.parameters() if p.requires_grad]
-    if config.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.Adadelta(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    net = make_net(config, parent, device)
+    optimizer = make_optimizer([p for p in net.parameters() if p.requires_grad], config)
     start_epoch, best, best_epoch, stale, log = 0, -np.inf, 0, 0, []
     if resume is not None:
-        state = _load_checkpoint(resume, config, device)
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        start_epoch, best, best_epoch, stale, log = (state["epoch"], state["best"], state["best_epoch"],
-                                                     state["stale"], state["log"])
-    total_steps = config.epochs * config.steps_per_epoch
+        start_epoch, best, best_epoch, stale, log = _resume(resume, config, device, net, optimizer)
     # the wrapper averages the gradients over the ranks (and starts them from rank 0's weights)
     forward = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
     metadata = {"train_config": config.to_dict(), "class_weights": None if weights is None else weights.tolist()}
@@ -580,37 +318,18 @@ def train(config, resume=None, progress=True):
         started = time.perf_counter()
         tiles = training_tiles(config, _sequence(config.seed + rank, 0, epoch), pairs)
         rng = np.random.default_rng(_sequence(config.seed + rank, 3, epoch)) if config.augment else None
-        running_loss, matrix = 0.0, torch.zeros(N_CLASSES, N_CLASSES, dtype=torch.long, device=device)
-        bar = tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
-                   disable=not progress or rank > 0, leave=False)
-        for step in bar:
-            lr = lr_at(epoch * config.steps_per_epoch + step, total_steps, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = make_batch(itertools.islice(tiles, config.batch_size), config, rng, device)
-            logits = forward(x)
-            loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            running_loss += loss.item()
-            matrix += confusion(logits.detach(), y)
-            if step % 10 == 0 or step == config.steps_per_epoch - 1:
-                f1 = scores(matrix.cpu().numpy())["f1"]
-                bar.set_postfix(loss=f"{running_loss / (step + 1):.3f}",
-                                f1="/".join(f"{v:.2f}" for v in np.nan_to_num(f1)))
+        train_loss, lr = train_epoch(forward, optimizer, loss_fn, tiles, rng, epoch, config, device,
+                                     progress=talk)
 
         # validation, log, best model, resume file
         val_loss, val_matrix, _ = evaluate(net, val_tiles, config, loss_fn, device)
         val = scores(val_matrix)
-        row = {"epoch": epoch + 1, "train_loss": running_loss / config.steps_per_epoch, "val_loss": val_loss,
-               "val_accuracy": val["accuracy"], **{f"val_f1_{k}": float(v) for k, v in zip(CLASS_KEYS, val["f1"], strict=False)},
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val["accuracy"],
+               **{f"val_f1_{k}": float(v) for k, v in zip(CLASS_KEYS, val["f1"], strict=True)},
                "lr": lr, "seconds": time.perf_counter() - started}
         log.append(row)
-        if progress and rank == 0:
-            tqdm.write(f"epoch {epoch + 1}: train loss {row['train_loss']:.4f}, val loss {val_loss:.4f}, "
-                       f"accuracy {val['accuracy']:.4f}, F1 " + ", ".join(
-                           f"{name} {v:.3f}" for name, v in zip(NAMES, val["f1"], strict=False)) + f" ({row['seconds']:.0f} s)")
+        if talk:
+            tqdm.write(_epoch_line(row, val))
         if val[config.select_metric] > best:
             best, best_epoch, stale = val[config.select_metric], epoch + 1, 0
             if rank == 0:
@@ -636,6 +355,71 @@ def train(config, resume=None, progress=True):
     return paths["model"]
 
 
+def set_cpu_threads(config, device):
+    """On the CPU, use ``config.num_threads`` threads, else share the machine's cores with the other ranks on it."""
+    if device.type == "cpu":
+        ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(config.num_threads or max(1, os.cpu_count() // ranks_here))
+
+
+def _config_and_parent(config):
+    """The validated config (a TOML file's, if a path) and the model it fine-tunes (None when it starts afresh)."""
+    if isinstance(config, (str, os.PathLike)):
+        config = load_train_config(config)
+    config = validate_train_config(config)
+    parent = load_model(None if config.init == "shipped" else config.init) if config.init else None
+    if parent is not None:  # fine-tuning keeps the starting model's architecture and input scaling
+        config = validate_train_config({**config.to_dict(), "arch": parent.arch,
+                                        "normalization": parent.normalization})
+    return config, parent
+
+
+def make_net(config, parent, device):
+    """The network of ``config.arch`` on ``device``: the weights of ``parent`` if given, encoder frozen if asked."""
+    net = build_model(config.arch)
+    if parent is not None:
+        net.load_state_dict(parent.net.state_dict())
+    if config.freeze_encoder:
+        freeze_encoder(net)
+    return net.to(device).to(memory_format=torch.channels_last)
+
+
+def make_optimizer(parameters, config):
+    """The optimiser ``config.optimizer`` of ``parameters``, at ``config.lr`` and ``config.weight_decay``."""
+    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adadelta
+    return kind(parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def train_epoch(forward, optimizer, loss_fn, tiles, rng, epoch, config, device, progress=True):
+    """One epoch of ``config.steps_per_epoch`` optimiser steps; returns the mean training loss and the last rate."""
+    total_steps = config.epochs * config.steps_per_epoch
+    running_loss, matrix = 0.0, torch.zeros(N_CLASSES, N_CLASSES, dtype=torch.long, device=device)
+    bar = tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
+               leave=False)
+    for step in bar:
+        lr = lr_at(epoch * config.steps_per_epoch + step, total_steps, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x, y = make_batch(itertools.islice(tiles, config.batch_size), config, rng, device)
+        logits = forward(x)
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running_loss += loss.item()
+        matrix += confusion(logits.detach(), y)
+        if step % 10 == 0 or step == config.steps_per_epoch - 1:
+            f1 = scores(matrix.cpu().numpy())["f1"]
+            bar.set_postfix(loss=f"{running_loss / (step + 1):.3f}", f1="/".join(f"{v:.2f}" for v in np.nan_to_num(f1)))
+    return running_loss / config.steps_per_epoch, lr
+
+
+def _epoch_line(row, val):
+    scores_text = ", ".join(f"{name} {v:.3f}" for name, v in zip(NAMES, val["f1"], strict=True))
+    return (f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
+            f"accuracy {val['accuracy']:.4f}, F1 {scores_text} ({row['seconds']:.0f} s)")
+
+
 def test_report(paths, config, loss_fn, device, log, best_epoch):
     """Evaluate the saved model on the test tiles; write the report, confusion and example plots."""
     model = load_model(paths["model"], device=device)
@@ -650,7 +434,7 @@ def test_report(paths, config, loss_fn, device, log, best_epoch):
     width = max(len(corner), *(len(name) for name in NAMES))
     matrix_text = "\n".join([f"{corner:>{width}}  " + "".join(f"{n:>12}" for n in NAMES)] +
                             [f"{name:>{width}}  " + "".join(f"{v:>12d}" for v in counts)
-                             for name, counts in zip(NAMES, matrix, strict=False)])
+                             for name, counts in zip(NAMES, matrix, strict=True)])
     report = "\n".join([
         f"ccdseg training report: {paths['model']}",
         f"best epoch {best_epoch} of {len(log)} run ({config.select_metric} on {config.val_tiles} validation tiles)",
@@ -672,7 +456,7 @@ def test_report(paths, config, loss_fn, device, log, best_epoch):
 
 def _plain_scores(values, loss):
     return {"loss": float(loss), "accuracy": float(values["accuracy"]),
-            **{f"f1_{key}": float(v) for key, v in zip(CLASS_KEYS, values["f1"], strict=False)}}
+            **{f"f1_{key}": float(v) for key, v in zip(CLASS_KEYS, values["f1"], strict=True)}}
 
 
 def _write_log(path, rows):
@@ -687,6 +471,15 @@ def _save_checkpoint(path, net, optimizer, epoch, best, best_epoch, stale, log, 
              "arch": resolve_arch(config.arch)}
     with atomic_path(path, overwrite=True) as temp:
         torch.save(state, temp)
+
+
+def _resume(path, config, device, net, optimizer):
+    """Restore ``net``, ``optimizer`` and torch's random state from a resume file; its loop state."""
+    state = _load_checkpoint(path, config, device)
+    net.load_state_dict(state["net"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"].cpu())
+    return state["epoch"], state["best"], state["best_epoch"], state["stale"], state["log"]
 
 
 def _load_checkpoint(path, config, device):

@@ -333,7 +333,7 @@ def _process(path, images, primary, paths, model, options):
         table.write(temps["csv"], format="ascii.csv", overwrite=True)
         Path(temps["reg"]).write_text(_region_text(tables, [image.label for image in images]))
         plots.plot_segmentation_panels(panels, temps["png"], title=path.name)
-        for image, (_, _, labels) in zip(images, panels, strict=False):
+        for image, (_, _, labels) in zip(images, panels, strict=True):
             role = "find:" + ("" if single else image.label)
             if role in temps:
                 sections = find_sections(labels, options.find, margin=_FIND_MARGIN)
@@ -345,7 +345,7 @@ def _region_text(tables, names):
     """One DS9 region file for all images: the header once, then a commented block per image."""
     header = region_file_text(tables[0][:0]).splitlines()
     lines = list(header)
-    for table, name in zip(tables, names, strict=False):
+    for table, name in zip(tables, names, strict=True):
         lines.append(f"# hdu={name}")
         lines.extend(line for line in region_file_text(table).splitlines() if line not in header)
     return "\n".join(lines) + "\n"

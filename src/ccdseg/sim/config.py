@@ -5,12 +5,23 @@ electrons into ADU at the output: ``gain_adu_per_e`` and ``pedestal_adu``. Range
 ``(low, high)`` pairs from which each image draws a value. Sources: docs/physics.md of the repository.
 """
 
-import copy
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field
 
 from ccdseg.errors import ConfigError
+from ccdseg.settings import (
+    INTEGER_RANGE,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_LOW,
+    at_least,
+    check_rules,
+    coerce,
+    interval,
+    parse_overrides,
+    read_toml,
+    value_range,
+)
 
 
 @dataclass
@@ -190,37 +201,9 @@ def load_config(preset="damic", path=None, overrides=None):
     return config
 
 
-def read_toml(path, what="config"):
-    """Read a TOML file into a dict; :class:`ConfigError` naming the file when it cannot be read."""
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read {what} ({error.strerror})") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: invalid TOML ({error})") from None
-
-
-def parse_override(text):
-    """Split ``"key=value"`` and read the value as TOML (a number, list, ...), else as a plain string."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key=value")
-    key, value = (part.strip() for part in text.split("=", 1))
-    try:
-        return key, tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        return key, value
-
-
 def _parse_overrides(overrides):
-    if not overrides:
-        return {}
-    if isinstance(overrides, dict):
-        items = overrides.items()
-    else:
-        items = [parse_override(text) for text in overrides]
     nested = {}
-    for key, value in items:
+    for key, value in parse_overrides(overrides):
         section, _, name = key.partition(".")
         if not name:
             raise ConfigError(f"override {key!r} must name section.key, e.g. detector.read_noise_e")
@@ -239,95 +222,48 @@ def _apply(config, changes):
         for key, value in values.items():
             if key not in known:
                 raise ConfigError(f"unknown config key {section}.{key}")
-            setattr(target, key, _coerce(f"{section}.{key}", getattr(target, key), value))
+            name = f"{section}.{key}"
+            setattr(target, key, coerce(name, known[key].type, value, like=getattr(target, key),
+                                        any_length=name in _LISTS))
 
 
-def _coerce(name, current, value):
-    """Convert ``value`` to the type of the current value, or fail naming the parameter."""
-    if isinstance(current, tuple):
-        if not isinstance(value, (list, tuple)) or (name not in _LISTS and len(value) != len(current)):
-            raise ConfigError(f"{name} must be a list like {list(current)}, got {value!r}")
-        return tuple(_coerce(name, current[0], v) for v in value)
-    if isinstance(current, bool) or isinstance(value, bool):
-        if not isinstance(value, bool) or not isinstance(current, bool):
-            raise ConfigError(f"{name} must be a {type(current).__name__}, got {value!r}")
-        return value
-    if isinstance(current, int) and not isinstance(current, bool):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-        return value
-    if isinstance(current, float) or current is None:
-        if value is None or (current is None and value in ("none", "None")):
-            return None
-        if not isinstance(value, (int, float)):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
-        return float(value)
-    if isinstance(current, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{name} must be a string, got {value!r}")
-        return value
-    return copy.deepcopy(value)
+#: What each value must be, checked in this order (the first bad one is reported).
+_RULES = (
+    ("detector.height detector.width detector.n_samples", at_least(1)),
+    ("detector.pixel_size_um detector.thickness_um detector.gain_adu_per_e detector.full_well_e", POSITIVE),
+    ("detector.read_noise_e detector.dark_current_e_per_day detector.spurious_charge_e detector.exposure_s "
+     "detector.row_readout_s detector.pedestal_drift_adu detector.prescan_columns detector.overscan_columns",
+     NON_NEGATIVE),
+    ("detector.dark_charge_e", value_range()),
+    ("detector.cti", interval("[0, 1)")),
+    ("glow.probability hot.partial_fraction clusters.xray_fraction", interval("[0, 1]")),
+    ("glow.shapes", (lambda shapes: len(shapes) > 0 and set(shapes) <= {"corner", "edge", "band"},
+                     "a non-empty list of 'corner', 'edge', 'band'")),
+    ("glow.length_px hot.amplitude_e clusters.point_energy_ev clusters.worm_energy_ev clusters.alpha_energy_ev "
+     "clusters.alpha_sigma_px", POSITIVE_LOW),
+    ("glow.amplitude_e glow.length_px glow.band_columns glow.warm_columns hot.pixels_per_mpix hot.streaks_per_mpix "
+     "hot.columns hot.rows hot.amplitude_e clusters.points_per_mpix clusters.worms_per_mpix clusters.muons_per_mpix "
+     "clusters.alphas_per_mpix clusters.point_energy_ev clusters.worm_energy_ev clusters.alpha_energy_ev "
+     "clusters.alpha_sigma_px", value_range()),
+    ("hot.streak_length_px", value_range(low=1)),
+    ("glow.band_columns glow.warm_columns hot.columns hot.rows hot.streak_length_px", INTEGER_RANGE),
+    ("clusters.xray_lines_ev", (lambda energies: all(e > 0 for e in energies), "positive energies")),
+    ("clusters.muon_e_per_um clusters.ev_per_pair clusters.diffusion_a_um2 clusters.diffusion_b_per_um", POSITIVE),
+    ("clusters.fano labels.cluster_min_e labels.cluster_min_sigma labels.glow_min_e labels.glow_min_sigma",
+     NON_NEGATIVE),
+)
 
 
 def validate(config):
     """Check every value's range; raise :class:`ConfigError` naming the first bad one."""
-    d, g, h, c, lab = config.detector, config.glow, config.hot, config.clusters, config.labels
-
-    def check(ok, section, name, requirement):
-        if not ok:
-            value = getattr(getattr(config, section), name)
-            raise ConfigError(f"{section}.{name} = {value!r}: must be {requirement}")
-
-    def check_range(section, name, low=0.0, integer=False):
-        lo, hi = getattr(getattr(config, section), name)
-        check(low <= lo <= hi, section, name, f"a range [low, high] with {low} <= low <= high")
-        if integer:
-            check(float(lo).is_integer() and float(hi).is_integer(), section, name, "a range of integers")
-
-    check(d.height >= 1, "detector", "height", ">= 1")
-    check(d.width >= 1, "detector", "width", ">= 1")
-    check(d.height * d.width <= 2 ** 28, "detector", "height", "such that height * width <= 2**28 pixels")
-    for name in ("pixel_size_um", "thickness_um", "gain_adu_per_e", "full_well_e"):
-        check(getattr(d, name) > 0, "detector", name, "> 0")
-    for name in ("read_noise_e", "dark_current_e_per_day", "spurious_charge_e", "exposure_s",
-                 "row_readout_s", "pedestal_drift_adu", "prescan_columns", "overscan_columns"):
-        check(getattr(d, name) >= 0, "detector", name, ">= 0")
-    check_range("detector", "dark_charge_e")
-    check(d.n_samples >= 1, "detector", "n_samples", ">= 1")
-    check(0 <= d.cti < 1, "detector", "cti", "in [0, 1)")
-    check(d.adc_max_adu is None or d.adc_max_adu > d.pedestal_adu, "detector", "adc_max_adu",
-          "None or above pedestal_adu")
-    check(0 <= g.probability <= 1, "glow", "probability", "in [0, 1]")
-    check(len(g.shapes) > 0 and set(g.shapes) <= {"corner", "edge", "band"}, "glow", "shapes",
-          "a non-empty list of 'corner', 'edge', 'band'")
-    check_range("glow", "amplitude_e")
-    check(g.length_px[0] > 0, "glow", "length_px", "positive")
-    check_range("glow", "length_px")
-    check_range("glow", "band_columns", integer=True)
-    check_range("glow", "warm_columns", integer=True)
-    for name in ("pixels_per_mpix", "streaks_per_mpix"):
-        check_range("hot", name)
-    for name in ("columns", "rows"):
-        check_range("hot", name, integer=True)
-    check_range("hot", "streak_length_px", low=1, integer=True)
-    check(0 <= h.partial_fraction <= 1, "hot", "partial_fraction", "in [0, 1]")
-    check(h.amplitude_e[0] > 0, "hot", "amplitude_e", "positive")
-    check_range("hot", "amplitude_e")
-    for name in ("points_per_mpix", "worms_per_mpix", "muons_per_mpix", "alphas_per_mpix"):
-        check_range("clusters", name)
-    for name in ("point_energy_ev", "worm_energy_ev", "alpha_energy_ev", "alpha_sigma_px"):
-        check(getattr(c, name)[0] > 0, "clusters", name, "positive")
-        check_range("clusters", name)
-    check(0 <= c.xray_fraction <= 1, "clusters", "xray_fraction", "in [0, 1]")
-    check(all(e > 0 for e in c.xray_lines_ev), "clusters", "xray_lines_ev", "positive energies")
-    check(c.xray_fraction == 0 or len(c.xray_lines_ev) > 0, "clusters", "xray_lines_ev",
-          "non-empty when xray_fraction > 0")
-    for name in ("muon_e_per_um", "ev_per_pair", "diffusion_a_um2", "diffusion_b_per_um"):
-        check(getattr(c, name) > 0, "clusters", name, "> 0")
-    check(c.fano >= 0, "clusters", "fano", ">= 0")
-    check(c.diffusion_b_per_um * d.thickness_um < 1, "clusters", "diffusion_b_per_um", "below 1 / thickness_um")
-    for name in ("cluster_min_e", "cluster_min_sigma", "glow_min_e", "glow_min_sigma"):
-        check(getattr(lab, name) >= 0, "labels", name, ">= 0")
+    check_rules(config, _RULES)
+    d, c = config.detector, config.clusters
+    # rules that tie two values together
+    check_rules(config, (
+        ("detector.height", (lambda _: d.height * d.width <= 2 ** 28, "such that height * width <= 2**28 pixels")),
+        ("detector.adc_max_adu", (lambda adc: adc is None or adc > d.pedestal_adu, "None or above pedestal_adu")),
+        ("clusters.xray_lines_ev", (lambda lines: c.xray_fraction == 0 or len(lines) > 0,
+                                    "non-empty when xray_fraction > 0")),
+        ("clusters.diffusion_b_per_um", (lambda b: b * d.thickness_um < 1, "below 1 / thickness_um")),
+    ))
     return config

@@ -42,7 +42,7 @@ class Deposits:
         offsets = np.cumsum([0] + [len(p.kind) for p in parts[:-1]])
         steps = {name: np.concatenate([getattr(p, name) for p in parts])
                  for name in ("x", "y", "z", "electrons", "extra_sigma", "kind", "energy_ev", "depth_um")}
-        steps["event"] = np.concatenate([p.event + off for p, off in zip(parts, offsets, strict=False)]).astype(np.int64)
+        steps["event"] = np.concatenate([p.event + off for p, off in zip(parts, offsets, strict=True)]).astype(np.int64)
         return cls(**steps)
 
 
