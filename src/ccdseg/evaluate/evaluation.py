@@ -26,6 +26,7 @@ from tqdm import tqdm
 from ccdseg import io, metrics, plots
 from ccdseg._version import __version__
 from ccdseg.calib.background import row_pedestal
+from ccdseg.calib.gain import resolve_gain
 from ccdseg.classes import CLUSTER, N_CLASSES, NAMES
 from ccdseg.errors import CcdsegError, ConfigError, InputError
 from ccdseg.infer import TILE_SIZE
@@ -174,13 +175,20 @@ def _plain(value):
 def read_simulated(path):
     """Image (ADU), truth labels, truth ids, truth table and measured cluster charge (e-) of a simulated file.
 
+    The charge is in electrons at the gain of the header's ``GAIN``, else the gain measured in
+    the image (:func:`ccdseg.calib.gain.resolve_gain`).
+
     Raises
     ------
     InputError
-        As :func:`ccdseg.sim.truth.read_simulation`.
+        As :func:`ccdseg.sim.truth.read_simulation`; or the gain is neither in the header (a
+        positive ``GAIN``) nor measurable in the image.
     """
     image, labels, ids, table = read_simulation(path)
-    gain = image.header.get("GAIN", 1.0)
+    try:
+        gain, _ = resolve_gain(image.data, (image.header,), required=True)
+    except ConfigError as error:  # a property of this file, not an option of the run
+        raise InputError(path, str(error).removesuffix("; pass the gain in ADU/e- (--gain)")) from None
     charge = (image.data - row_pedestal(image.data)[:, None]) / gain
     return image.data, labels, ids, table, np.where(labels == CLUSTER, charge, 0.0)
 

@@ -270,8 +270,10 @@ def process_files(paths, out_dir, options=None, *, model=None, progress=True, wo
                             progress=progress)
 
 
-#: Errors of numpy, astropy, scipy or torch on unusual data; reported as a problem of that file.
-_UNEXPECTED = (ValueError, TypeError, OSError, IndexError, KeyError, ArithmeticError, RuntimeError, MemoryError)
+#: Errors that the input data cause: astropy/cfitsio reading (OSError), astropy parsing and numpy on unusual
+#: values (ValueError), an image too large for memory; reported as a problem of that file. Others (KeyError,
+#: TypeError, IndexError, ...) are ccdseg's own bugs and propagate with their traceback.
+_UNEXPECTED = (OSError, ValueError, MemoryError)
 
 
 def _first_line(error):
