@@ -37,10 +37,15 @@ OPSET = 17
 #: How the network input is made from a raw image, for the ``preprocessing`` metadata entry.
 PREPROCESSING = (
     "x = asinh((image - pedestal[row]) / (asinh_scale * sigma)), float32, NaN/Inf set to 0. "
-    "image: raw ADU. pedestal[row]: median of each row (NaN/Inf ignored), smoothed by a running median "
-    "over row_window rows (odd, edges repeated). sigma: 1.4826 * median absolute deviation of the whole "
-    "pedestal-subtracted image. Compute pedestal and sigma on the whole image, then cut tiles; "
-    "tile height and width must be multiples of 2**depth (pad by mirroring). "
+    "image: raw ADU. pedestal[row]: median of each row (NaN/Inf ignored; a row without finite pixels "
+    "interpolated from its neighbours), smoothed by a running median over min(row_window, H) rows made odd "
+    "(size | 1), edges repeated. sigma: 1.4826 * median absolute deviation of the pedestal-subtracted image "
+    "on every k-th row, k = ceil(H * W / 2**21) (all rows when k < 2), NaN/Inf ignored; where that MAD is 0 "
+    "(most pixels at exactly one value), the standard deviation of the values whose distance to the median "
+    "is at most the median of the non-zero distances; at least float32 eps * max|sampled image|. "
+    "Compute pedestal and sigma on the whole image, then cut tiles; "
+    "tile height and width must be multiples of 2**depth (pad by mirroring, edge pixel included: numpy.pad "
+    "mode 'symmetric'). "
     "Output: softmax probabilities of the classes, in the order of 'classes'.")
 
 

@@ -175,12 +175,13 @@ def split_tiles(pairs, size, val_fraction=VAL_FRACTION, seed=0):
 
 def file_tiles(source, size=128, split="train", val_fraction=VAL_FRACTION, seed=0, order_seed=None,
                normalization=None):
-    """Tiles of a directory of simulated images (see :func:`read_simulated_dir`).
+    """Tiles of image files with their labels: simulated images or the user's labelled ones.
 
     Parameters
     ----------
     source : str, Path or list
-        The directory, or what :func:`read_simulated_dir` returned for it.
+        A directory of simulated images, or a list of (name, image ADU, labels) as
+        :func:`read_simulated_dir` or :func:`ccdseg.nn.labelled.find_labelled_pairs` return it.
     size : int
         Tile height and width (px).
     split : {"train", "val"}
@@ -197,7 +198,12 @@ def file_tiles(source, size=128, split="train", val_fraction=VAL_FRACTION, seed=
 
     Yields
     ------
-    image : ndarray (size, size) float32 (ADU), labels : ndarray (size, size) uint8, stats : NormalizationStats
+    image : ndarray (size, size) float32
+        Tile in ADU.
+    labels : ndarray (size, size) uint8
+        Class of every pixel, or :data:`ccdseg.classes.IGNORE` where a labelled image says so.
+    stats : NormalizationStats
+        Pedestal of the tile's rows and noise (ADU), measured on the whole image.
     """
     if split not in ("train", "val"):
         raise ConfigError(f"split = {split!r}: must be 'train' or 'val'")
@@ -224,7 +230,8 @@ def mixed_tiles(streams, shares, seed=0):
     Parameters
     ----------
     streams : dict of str to iterator
-        Source name -> endless stream of (image, labels) tiles.
+        Source name -> endless stream of (image, labels, stats) tiles, as :func:`simulated_tiles`
+        and :func:`file_tiles` yield them.
     shares : dict of str to float
         Source name -> share of the tiles (normalised to sum 1).
     seed : int or numpy.random.SeedSequence
@@ -232,8 +239,8 @@ def mixed_tiles(streams, shares, seed=0):
 
     Yields
     ------
-    image, labels
-        The next tile of a source drawn with the given probabilities.
+    (image, labels, stats)
+        The next tile of a source drawn with the given probabilities, as that source yields it.
     """
     names = list(streams)
     weights = np.array([shares[name] for name in names], dtype=float)

@@ -13,10 +13,10 @@ import numpy as np
 #: Kinds of event, as written in the truth catalog.
 KINDS = ("point", "worm", "muon", "alpha")
 
-# Largest number of diffusion samples per step, and largest charge one sample may carry (e-):
-# single electrons are drawn one by one up to this, bigger deposits in packets, which keeps a
-# full frame with muons and alphas to a few million samples.
-_MAX_PACKETS = 128
+# A step of n electrons diffuses as min(n, max(_PACKETS, n / _MAX_PACKET_E)) samples: one per electron up to
+# 128 e-, then 128 equal packets, and beyond 64,000 e- packets of at most 500 e- each (the largest charge one
+# sample carries); this keeps a full frame with muons and alphas to a few million samples.
+_PACKETS = 128
 _MAX_PACKET_E = 500.0
 
 _STEP_UM = 5.0       # length of one deposit step along worm and muon paths (µm)
@@ -39,10 +39,12 @@ class Deposits:
 
     @classmethod
     def concatenate(cls, parts):
+        """One set of deposits from several, their event indices renumbered to stay distinct."""
         offsets = np.cumsum([0] + [len(p.kind) for p in parts[:-1]])
         steps = {name: np.concatenate([getattr(p, name) for p in parts])
                  for name in ("x", "y", "z", "electrons", "extra_sigma", "kind", "energy_ev", "depth_um")}
-        steps["event"] = np.concatenate([p.event + off for p, off in zip(parts, offsets, strict=True)]).astype(np.int64)
+        events = [p.event + offset for p, offset in zip(parts, offsets, strict=True)]
+        steps["event"] = np.concatenate(events).astype(np.int64)
         return cls(**steps)
 
 
@@ -190,7 +192,7 @@ def diffuse(deposits, shape, clusters, pixel_um, rng):
         Event index of each sample.
     """
     n_e = deposits.electrons
-    packets = np.minimum(np.ceil(n_e), np.maximum(_MAX_PACKETS, np.ceil(n_e / _MAX_PACKET_E))).astype(np.int64)
+    packets = np.minimum(np.ceil(n_e), np.maximum(_PACKETS, np.ceil(n_e / _MAX_PACKET_E))).astype(np.int64)
     packets = np.maximum(packets, 1)
     step = np.repeat(np.arange(n_e.size), packets)
     charge = (n_e / packets)[step]
