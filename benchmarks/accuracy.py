@@ -103,8 +103,10 @@ SHOWN_CHARGE_E = (3.0, 300.0)
 
 
 def equal_false_rate(files, model, classical, device):
-    """Per preset: the network at the most sensitive operating point whose false-cluster rate is at
-    most the classical baseline's, as (threshold, Evaluation); None if no point qualifies.
+    """Per preset: the network at its most sensitive operating point within the baseline's false-cluster rate.
+
+    An operating point is a cluster threshold whose false-cluster rate is at most the classical baseline's;
+    returns (threshold, Evaluation), or None if no point qualifies.
     """
     from ccdseg.infer.predict import decide, get_model, segment
 

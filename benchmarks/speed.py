@@ -235,7 +235,8 @@ def _summary(name, size, mode, runs, work):
     seconds = [run["seconds"] for run in runs]
     row = {"method": name, "size": size, "mode": mode, "seconds": float(np.median(seconds)), "min_s": min(seconds),
            "peak_gb": max(run["peak_gb"] for run in runs), "cpu_s": float(np.median([r["cpu_s"] for r in runs])),
-           "minflt": int(np.median([r["minflt"] for r in runs])), "import_s": float(np.median([r["import_s"] for r in runs])),
+           "minflt": int(np.median([r["minflt"] for r in runs])),
+           "import_s": float(np.median([r["import_s"] for r in runs])),
            "load": float(np.mean([run["load"] for run in runs])), "gflops": None}
     width, height = (int(v) for v in size.split("x"))
     row["mpix_s"] = width * height / 1e6 / row["seconds"]
@@ -247,7 +248,8 @@ def _summary(name, size, mode, runs, work):
 
 
 def _format_row(row):
-    return f"{row['method']} {row['size']} {row['mode']}: {row['seconds']:.2f} s, {row['peak_gb']:.2f} GB, load {row['load']:.1f}"
+    return (f"{row['method']} {row['size']} {row['mode']}: {row['seconds']:.2f} s, {row['peak_gb']:.2f} GB, "
+            f"load {row['load']:.1f}")
 
 
 def _table(rows):

@@ -310,7 +310,9 @@ def test_simulate_disk_full(tmp_path, capsys, monkeypatch):
     assert main(["simulate", str(out), "--n", "3", "--size", "32", "32"]) == 2
     stderr = capsys.readouterr().err
     errors = [line for line in stderr.splitlines() if line.startswith("ccdseg")]  # not the progress bar
-    assert "Traceback" not in stderr and errors == [f"ccdseg simulate: error: {out / 'sim_00001_truth.fits'}: cannot write (No space left on device)"]
+    truth = out / "sim_00001_truth.fits"
+    assert "Traceback" not in stderr
+    assert errors == [f"ccdseg simulate: error: {truth}: cannot write (No space left on device)"]
     # the first image and its truth are complete; of the second neither its image nor its truth is left
     assert sorted(p.name for p in out.iterdir()) == ["sim_00000.fits", "sim_00000_truth.fits"]
     monkeypatch.undo()

@@ -42,7 +42,8 @@ def runs(tmp_path_factory):
     frames = {frame.name: frame for frame in io.read_images(DAMICM_SAMPLE)}
     for index, (name, seed) in enumerate([("CCD_A", 10), ("CCD_B", 11), ("CCD_A", 12), ("CCD_B", 13)]):
         frame = frames[name]
-        sim = paste_events(frame.data, "skipper", resolve_gain(frame.data, (frame.header,), required=True)[0], seed=seed)
+        gain, _ = resolve_gain(frame.data, (frame.header,), required=True)
+        sim = paste_events(frame.data, "skipper", gain, seed=seed)
         write_simulation(sim, root / "pasted" / f"sim_{index:05d}.fits")
     base = train(load_train_config(TINY, epochs=3, out=str(root / "base.pt"), **SMALL), progress=False)
     tuned = train(load_train_config(TINY, epochs=3, init=str(base), train_dir=str(root / "pasted"), lr=3e-3,

@@ -88,7 +88,8 @@ def estimate_gain(image, pedestal=None, max_electrons=6, min_peak_pixels=30, min
     reach = max(1, reach)
     windows = [slice(max(p - reach, 0), p + reach + 1) for p in peaks]
     populated = np.array([counts[w].sum() >= min_peak_pixels for w in windows], dtype=bool)
-    positions = np.array([np.average(centres[w], weights=counts[w]) for w, ok in zip(windows, populated, strict=True) if ok])
+    positions = np.array([np.average(centres[w], weights=counts[w])
+                          for w, ok in zip(windows, populated, strict=True) if ok])
     if positions.size < 2:
         return None
     ratio = (positions - positions[0]) / (positions[1] - positions[0])

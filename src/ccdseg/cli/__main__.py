@@ -1,3 +1,5 @@
+"""``python -m ccdseg.cli``: the ``ccdseg`` command."""
+
 import sys
 
 from ccdseg.cli import main

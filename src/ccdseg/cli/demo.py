@@ -6,6 +6,7 @@ from ccdseg.sim.config import PRESETS
 
 
 def register(subparsers):
+    """Add the ``demo`` subcommand and its options to ``subparsers``."""
     parser = subparsers.add_parser(
         "demo", help="segment a simulated frame and the bundled DAMIC-M sample with the shipped model",
         description="Simulate a 4096 x 4096 frame, segment it and the bundled DAMIC-M sample with the shipped "
@@ -20,6 +21,7 @@ def register(subparsers):
 
 
 def run(args):
+    """Run ``ccdseg demo`` with the parsed ``args``; the exit status."""
     from ccdseg.pipeline.demo import run_demo
 
     outcome = run_demo(args.out_dir, tuple(args.size), args.preset, args.seed, args.model)

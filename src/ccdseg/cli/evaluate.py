@@ -7,6 +7,7 @@ from ccdseg.infer import TILE_SIZE
 
 
 def register(subparsers):
+    """Add the ``evaluate`` subcommand and its options to ``subparsers``."""
     from ccdseg.sim.benchmark import BENCHMARK_N, BENCHMARK_PRESETS, BENCHMARK_SEED, BENCHMARK_SIZE
 
     parser = subparsers.add_parser(
@@ -54,6 +55,7 @@ def register(subparsers):
 
 
 def run(args):
+    """Run ``ccdseg evaluate`` with the parsed ``args``; the exit status."""
     from ccdseg.evaluate import evaluation as evaluate
     from ccdseg.sim.benchmark import BENCHMARK_PRESETS, make_benchmark_set
 

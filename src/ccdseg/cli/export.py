@@ -2,6 +2,7 @@
 
 
 def register(subparsers):
+    """Add the ``export`` subcommand and its options to ``subparsers``."""
     parser = subparsers.add_parser(
         "export", help="export a model to ONNX",
         description="Write MODEL as an ONNX graph from normalised tiles 'image' (N, 1, H, W) to class "
@@ -16,6 +17,7 @@ def register(subparsers):
 
 
 def run(args):
+    """Run ``ccdseg export`` with the parsed ``args``; the exit status."""
     # torch and onnx are imported only when exporting, so `ccdseg --help` stays fast
     from ccdseg.infer.onnx import export_onnx
 

@@ -7,6 +7,7 @@ from ccdseg.infer import TILE_SIZE
 
 
 def register(subparsers):
+    """Add the ``predict`` subcommand and its options to ``subparsers``."""
     parser = subparsers.add_parser(
         "predict", help="segment FITS images (labels, cluster catalogue, figures)",
         description="Segment every image HDU of each INPUT and write, per input NAME: NAME_seg.fits "
@@ -50,6 +51,7 @@ def register(subparsers):
 
 
 def run(args):
+    """Run ``ccdseg predict`` with the parsed ``args``; the exit status."""
     from ccdseg.pipeline.job import process_files
     from ccdseg.pipeline.options import ProcessOptions
 

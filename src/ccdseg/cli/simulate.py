@@ -7,6 +7,7 @@ from ccdseg.sim.config import PRESETS
 
 
 def register(subparsers):
+    """Add the ``simulate`` subcommand and its options to ``subparsers``."""
     parser = subparsers.add_parser(
         "simulate", help="write simulated CCD images with exact labels",
         description="Write N simulated images OUT_DIR/sim_00000.fits ... (float32 ADU, header GAIN/PEDESTAL/"
@@ -35,6 +36,7 @@ def register(subparsers):
 
 
 def run(args):
+    """Run ``ccdseg simulate`` with the parsed ``args``; the exit status."""
     from tqdm import tqdm
 
     from ccdseg.io import read_images

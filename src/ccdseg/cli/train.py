@@ -5,6 +5,7 @@ from pathlib import Path
 
 
 def register(subparsers):
+    """Add the ``train`` subcommand and its options to ``subparsers``."""
     parser = subparsers.add_parser(
         "train", help="train or fine-tune a segmentation model on simulated or labelled images",
         description="Train the U-Net as the TOML config says (see configs/train_default.toml). Beside OUT it "
@@ -29,6 +30,7 @@ def register(subparsers):
 
 
 def run(args):
+    """Run ``ccdseg train`` with the parsed ``args``; the exit status."""
     # torch is imported only when training is asked for, so `ccdseg --help` stays fast
     from ccdseg.nn.train import train
     from ccdseg.nn.train_config import load_train_config

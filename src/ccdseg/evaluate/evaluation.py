@@ -338,7 +338,8 @@ def format_evaluation(evaluations):
         lines += [f"== {name}: {evaluation.n_images} image(s)", metrics.format_report(evaluation.confusion), "",
                   "confusion (rows truth, columns prediction, pixels):",
                   f"{'':>12}" + "".join(f"{n:>12}" for n in NAMES)]
-        lines += [f"{n:>12}" + "".join(f"{v:>12d}" for v in row) for n, row in zip(NAMES, evaluation.confusion, strict=True)]
+        lines += [f"{n:>12}" + "".join(f"{v:>12d}" for v in row)
+                  for n, row in zip(NAMES, evaluation.confusion, strict=True)]
         lines.append("")
     header = (f"{'method':<12}{'clusters':>9}{'found':>8}{'effic.':>8}{'false':>7}{'false/Mpix':>11}"
               f"{'charge compl.':>14}{'50 % at (e-)':>14}")

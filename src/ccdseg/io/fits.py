@@ -85,6 +85,7 @@ def read_images(path, hdu=None):
 
 
 def check_readable(path):
+    """Raise :class:`~ccdseg.errors.InputError` unless ``path`` is an existing, non-empty file."""
     if not path.exists():
         raise InputError(path, "no such file")
     if path.is_dir():
@@ -94,6 +95,7 @@ def check_readable(path):
 
 
 def reason(error):
+    """First line of an exception's message (its type name when it has none), for a one-line report."""
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
 

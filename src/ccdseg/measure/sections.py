@@ -50,5 +50,6 @@ def find_sections(labels, class_id, min_pixels=1, margin=0, connectivity=2):
     height, width = labels.shape
     sections = [Section(max(rows.start - margin, 0), min(rows.stop - 1 + margin, height - 1),
                         max(cols.start - margin, 0), min(cols.stop - 1 + margin, width - 1), int(count))
-                for (rows, cols), count in zip(ndimage.find_objects(components), npix, strict=True) if count >= min_pixels]
+                for (rows, cols), count in zip(ndimage.find_objects(components), npix, strict=True)
+                if count >= min_pixels]
     return sorted(sections, key=lambda s: (-s.npix, s.ymin, s.xmin))
