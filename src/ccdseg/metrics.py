@@ -62,8 +62,11 @@ def confusion_matrix(truth, pred, n_classes=N_CLASSES, ignore_index=IGNORE):
     return counts.reshape(n_classes, n_classes)
 
 
-def _ratio(numerator, denominator):
-    """Numerator / denominator with 0/0 -> nan (a class that never occurs has no score)."""
+def ratio(numerator, denominator):
+    """Numerator / denominator (float64 array); nan where the denominator is not positive.
+
+    A class that never occurs has no score, rather than a score of 0.
+    """
     numerator = np.asarray(numerator, dtype=np.float64)
     denominator = np.asarray(denominator, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -73,7 +76,7 @@ def _ratio(numerator, denominator):
 def pixel_accuracy(confusion):
     """Share of (non-ignored) pixels whose predicted class is the true class; nan if none."""
     confusion = np.asarray(confusion)
-    return float(_ratio(np.trace(confusion), confusion.sum()))
+    return float(ratio(np.trace(confusion), confusion.sum()))
 
 
 def class_scores(confusion, names=NAMES):
@@ -102,10 +105,10 @@ def class_scores(confusion, names=NAMES):
     return Table({
         "class": np.arange(len(tp)),
         "name": list(names)[:len(tp)],
-        "precision": _ratio(tp, predicted),
-        "recall": _ratio(tp, true),
-        "f1": _ratio(2 * tp, true + predicted),
-        "iou": _ratio(tp, true + predicted - tp),
+        "precision": ratio(tp, predicted),
+        "recall": ratio(tp, true),
+        "f1": ratio(2 * tp, true + predicted),
+        "iou": ratio(tp, true + predicted - tp),
         "support": true,
     })
 
@@ -136,7 +139,7 @@ def format_report(confusion, names=NAMES, digits=3):
         values = np.asarray(scores[c], dtype=np.float64)
         good = np.isfinite(values)
         macro.append(float(values[good].mean()) if good.any() else np.nan)
-        weighted.append(float(_ratio(np.sum(values[good] * support[good]), support[good].sum())))
+        weighted.append(float(ratio(np.sum(values[good] * support[good]), support[good].sum())))
     lines.append(line("macro avg", macro, total))
     lines.append(line("weighted avg", weighted, total))
     return "\n".join(lines)
@@ -249,7 +252,7 @@ def efficiency_table(bins, n_true, n_detected):
     k = np.asarray(n_detected, dtype=np.int64)
     lo, hi = bins[:-1], bins[1:]
     centre = np.sqrt(lo * hi) if np.all(bins > 0) else 0.5 * (lo + hi)
-    eff = _ratio(k, n)
+    eff = ratio(k, n)
     with np.errstate(invalid="ignore", divide="ignore"):
         err = np.sqrt(eff * (1 - eff) / n)
         # Wilson score interval at z = 1
@@ -361,13 +364,13 @@ def cluster_object_metrics(truth_ids, truth_table, pred_labels, cluster_charge=N
         "by_depth": binned_efficiency(depth_um, detected, depth_bins),
         "n_true": int(detected.size),
         "n_detected": int(detected.sum()),
-        "efficiency": float(_ratio(detected.sum(), detected.size)),
+        "efficiency": float(ratio(detected.sum(), detected.size)),
         "n_pred": n_pred,
         "n_false": n_false,
         "n_pixels": n_pixels,
-        "false_per_mpix": float(_ratio(1e6 * n_false, n_pixels)),
+        "false_per_mpix": float(ratio(1e6 * n_false, n_pixels)),
         "charge_true_e": charge_true if have_charge else float("nan"),
         "charge_found_e": charge_found if have_charge else float("nan"),
-        "charge_completeness": float(_ratio(charge_found, charge_true)) if have_charge else float("nan"),
+        "charge_completeness": float(ratio(charge_found, charge_true)) if have_charge else float("nan"),
         "charge_at_level_e": charge_at_efficiency(by_charge["centre"], by_charge["efficiency"], level),
     }

@@ -131,11 +131,11 @@ class Evaluation:
         at_level, below = self.charge_at_level()
         clusters = {
             "n_true": c.get("n_true", 0), "n_detected": c.get("n_detected", 0),
-            "efficiency": _ratio(c.get("n_detected", 0), c.get("n_true", 0)),
+            "efficiency": _float_ratio(c.get("n_detected", 0), c.get("n_true", 0)),
             "n_pred": c.get("n_pred", 0), "n_false": c.get("n_false", 0),
-            "false_per_mpix": _ratio(1e6 * c.get("n_false", 0), n_pixels),
+            "false_per_mpix": _float_ratio(1e6 * c.get("n_false", 0), n_pixels),
             "charge_true_e": c.get("charge_true_e", 0.0), "charge_found_e": c.get("charge_found_e", 0.0),
-            "charge_completeness": _ratio(c.get("charge_found_e", 0.0), c.get("charge_true_e", 0.0)),
+            "charge_completeness": _float_ratio(c.get("charge_found_e", 0.0), c.get("charge_true_e", 0.0)),
             "charge_at_50_e": at_level, "charge_at_50_below_e": below,
             "by_charge": _rows(self.efficiency("charge")), "by_depth": _rows(self.efficiency("depth")),
         }
@@ -145,13 +145,14 @@ class Evaluation:
                         for row in scores},
             "confusion": self.confusion.tolist(),
         }
-        return _plain({"method": self.method, "n_images": self.n_images, "n_pixels": n_pixels,
-                       "seconds_per_mpix": _ratio(1e6 * self.seconds, n_pixels),
-                       "pixels": pixels, "clusters": clusters})
+        return _json_ready({"method": self.method, "n_images": self.n_images, "n_pixels": n_pixels,
+                            "seconds_per_mpix": _float_ratio(1e6 * self.seconds, n_pixels),
+                            "pixels": pixels, "clusters": clusters})
 
 
-def _ratio(numerator, denominator):
-    return float(numerator) / denominator if denominator else float("nan")
+def _float_ratio(numerator, denominator):
+    """:func:`ccdseg.metrics.ratio` of two numbers as a Python float (nan when the denominator is 0)."""
+    return float(metrics.ratio(numerator, denominator))
 
 
 def _rows(table):
@@ -159,12 +160,12 @@ def _rows(table):
     return [{key: row[key] for key in keys} for row in table if row["n_true"] > 0]
 
 
-def _plain(value):
+def _json_ready(value):
     """Numpy scalars to Python numbers, nan to None (JSON has no nan)."""
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: _json_ready(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
+        return [_json_ready(item) for item in value]
     if isinstance(value, (np.integer, np.bool_)):
         return value.item()
     if isinstance(value, (float, np.floating)):

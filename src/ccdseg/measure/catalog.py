@@ -15,6 +15,7 @@ from ccdseg.checks import check_image
 from ccdseg.classes import CLUSTER, GLOWING, HOT_PIXEL
 from ccdseg.errors import ConfigError
 from ccdseg.measure.sections import structure
+from ccdseg.sim.config import ClusterConfig
 
 #: Catalogue schema: name -> (dtype, unit, description). Fixed, so CSV/FITS readers can rely on it.
 CATALOG_COLUMNS = {
@@ -56,7 +57,7 @@ def _catalog(columns):
 
 
 def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, hdu="", connectivity=2,
-                  ev_per_pair=3.77):
+                  ev_per_pair=ClusterConfig.ev_per_pair):
     """Catalogue the connected components of the cluster class, one row per cluster.
 
     Parameters
@@ -77,7 +78,7 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
         Pixels touching by an edge (1) or also by a corner (2, default: a diffused track that steps
         diagonally stays one cluster).
     ev_per_pair : float
-        Mean energy per electron-hole pair in eV (3.77 eV in silicon at ~140 K).
+        Mean energy per electron-hole pair in eV; default the simulation's (3.77 eV in silicon at ~140 K).
 
     Returns
     -------

@@ -137,7 +137,7 @@ def _blocks(n, block):
     return edges
 
 
-def _block_reduce(values, edges, reduce):
+def _reduce_row_blocks(values, edges, reduce):
     """Apply ``reduce(array, axis=1)`` to blocks of rows; returns (n_blocks, W)."""
     size = edges[1] - edges[0]
     main = edges[-2]
@@ -166,7 +166,7 @@ def _hot_lines(residual, hot_sigma, block, window, all_finite):
     edges = _blocks(residual.shape[0], block)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)   # blocks with no finite pixel give nan
-        medians = _block_reduce(residual, edges, median)
+        medians = _reduce_row_blocks(residual, edges, median)
     medians = np.where(np.isnan(medians), 0.0, medians)
     # the baseline leaves the column itself out: a hot line cannot raise its own baseline,
     # and the excess has no spike at exactly 0 that would shrink its robust scatter
@@ -190,9 +190,9 @@ def _glow(z, hot, glow_sigma, block):
     valid = ~hot & np.isfinite(z)
     clipped = np.where(valid, np.clip(z, -_GLOW_CLIP_SIGMA, _GLOW_CLIP_SIGMA), 0.0)
     edges = _blocks(z.shape[0], block)
-    counts = _block_reduce(valid, edges, np.count_nonzero)
+    counts = _reduce_row_blocks(valid, edges, np.count_nonzero)
     with np.errstate(all="ignore"):
-        means = _block_reduce(clipped, edges, np.sum) / counts
+        means = _reduce_row_blocks(clipped, edges, np.sum) / counts
     hot_columns = counts == 0
     scatter = robust_sigma(means)
     if not scatter > 0:

@@ -310,7 +310,7 @@ def save_model(path, net, arch, normalization, **metadata):
         "classes": list(NAMES),
         "package_version": __version__,
     }
-    payload.update({key: _plain(value, key) for key, value in metadata.items()})
+    payload.update({key: _loadable(value, key) for key, value in metadata.items()})
     with atomic_path(path, overwrite=True) as temp:
         torch.save(payload, temp)
 
@@ -380,7 +380,7 @@ def _check_int(key, value, minimum):
         raise ConfigError(f"arch: {key} must be an integer >= {minimum}, got {value!r}")
 
 
-def _plain(value, key):
+def _loadable(value, key):
     """``value`` as types that ``torch.load(weights_only=True)`` accepts."""
     if isinstance(value, (np.generic, np.ndarray)):  # first: np.float64 is also a float
         return value.tolist()
@@ -389,8 +389,8 @@ def _plain(value, key):
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, dict):
-        return {str(k): _plain(v, f"{key}.{k}") for k, v in value.items()}
+        return {str(k): _loadable(v, f"{key}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v, key) for v in value]
+        return [_loadable(v, key) for v in value]
     raise ConfigError(f"save_model: metadata {key!r} has type {type(value).__name__}; "
                       "use str, numbers, bool, None, lists or dicts")
