@@ -80,23 +80,21 @@ def test_resume_continues_from_saved_epoch(tmp_path):
     assert state["epoch"] == 3
 
 
-def test_config_errors_name_the_key(tmp_path):
+def test_config_file_errors_name_the_key(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('epochs = 2\nlearning_rate = 0.1\n')
     with pytest.raises(ConfigError, match="learning_rate"):
         load_train_config(bad)
-    with pytest.raises(ConfigError, match="bogus"):
-        load_train_config(overrides=["bogus=1"])
-    with pytest.raises(ConfigError, match="lr"):
-        load_train_config(overrides=["lr=-1"])
-    with pytest.raises(ConfigError, match="optimizer"):
-        load_train_config(overrides=["optimizer=sgd"])
-    with pytest.raises(ConfigError, match="epochs"):
-        load_train_config(overrides=["epochs=many"])
-    with pytest.raises(ConfigError, match="tile_size"):
-        load_train_config(overrides=["tile_size=100"])
-    with pytest.raises(ConfigError, match="arch"):
-        load_train_config(overrides=["arch.widht=3"])
+
+
+@pytest.mark.parametrize("override, key", [("bogus=1", "bogus"), ("lr=-1", "lr"), ("optimizer=sgd", "optimizer"),
+                                           ("epochs=many", "epochs"), ("tile_size=100", "tile_size"),
+                                           ("arch.widht=3", "arch"), ("val_fraction=1.0", "val_fraction"),
+                                           ("class_weights=[1, 2]", "class_weights"),
+                                           ("sources.labelled=1.0", "sources.labelled")])
+def test_override_errors_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key):
+        load_train_config(overrides=[override])
 
 
 def test_committed_configs_and_overrides():
