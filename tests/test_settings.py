@@ -27,7 +27,8 @@ def test_overrides_read_values_as_toml_and_bare_words_as_strings():
 
 @pytest.mark.parametrize("kind, value, expected", [
     (int, 3.0, 3), (float, 2, 2.0), (bool, True, True), (str, "cpu", "cpu"), (float | None, "none", None),
-    (float | None, 5, 5.0), (dict, {"a": 1}, {"a": 1}), (object, [1, 2], [1, 2]),
+    (float | None, 5, 5.0), (int | None, None, None), (dict, {"a": 1}, {"a": 1}), (dict[str, float], {}, {}),
+    (object, [1, 2], [1, 2]),
 ])
 def test_coerce_converts_to_the_field_type(kind, value, expected):
     result = coerce("x", kind, value)
@@ -36,6 +37,7 @@ def test_coerce_converts_to_the_field_type(kind, value, expected):
 
 def test_coerce_ranges_and_lists():
     assert coerce("glow.band_columns", tuple, [3.0, 5], like=(8, 40)) == (3, 5)
+    assert coerce("glow.length_px", tuple[float, float], (4, 60), like=(1.0, 2.0)) == (4.0, 60.0)
     assert coerce("glow.shapes", tuple, ["band"], like=("corner", "edge"), any_length=True) == ("band",)
     with pytest.raises(ConfigError, match=r"glow.band_columns must be a list like \[8, 40\], got \[1, 2, 3\]"):
         coerce("glow.band_columns", tuple, [1, 2, 3], like=(8, 40))

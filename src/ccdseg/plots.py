@@ -388,7 +388,8 @@ def plot_sections(image, labels, sections, path, max_panels=16):
     overlay[:N_CLASSES, :3] = rgb_table() / 255.0
     overlay[:N_CLASSES, 3] = 0.45
     overlay[BACKGROUND, 3] = 0.0
-    for number, (ax, (ymin, ymax, xmin, xmax, npix)) in enumerate(zip(axes, sections, strict=True), start=1):
+    used = axes[:len(sections)]  # the grid may have spare panels
+    for number, (ax, (ymin, ymax, xmin, xmax, npix)) in enumerate(zip(used, sections, strict=True), start=1):
         rows, cols = slice(int(ymin), int(ymax) + 1), slice(int(xmin), int(xmax) + 1)
         extent = (xmin - 0.5, xmax + 0.5, ymin - 0.5, ymax + 0.5)
         stamp = residual[rows, cols]

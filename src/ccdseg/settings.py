@@ -58,8 +58,8 @@ def coerce(name, kind, value, *, like=(), any_length=False, words=WORDS):
         The parameter, as messages name it.
     kind : type
         ``bool``, ``int`` (an integral float is accepted), ``float`` (an integer is accepted),
-        ``str``, ``list``, ``dict``, ``tuple``, ``object`` (anything) or ``X | None`` (None, or
-        the words ``none``/``None`` of an override, give None).
+        ``str``, ``list``, ``dict``, ``tuple`` (also written ``tuple[...]``), ``object`` (anything)
+        or ``X | None`` (None, or the words ``none``/``None`` of an override, give None).
     value : object
         The value read from a file, an override or a keyword.
     like : tuple
@@ -70,10 +70,11 @@ def coerce(name, kind, value, *, like=(), any_length=False, words=WORDS):
     words : dict
         Type -> how the message names it.
     """
-    if isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind):
+    if typing.get_origin(kind) in (types.UnionType, typing.Union) and type(None) in typing.get_args(kind):
         if value is None or (isinstance(value, str) and value in ("none", "None")):
             return None
         (kind,) = (arg for arg in typing.get_args(kind) if arg is not type(None))
+    kind = typing.get_origin(kind) or kind  # tuple[float, float] -> tuple
     if kind is tuple:
         if not isinstance(value, (list, tuple)) or (not any_length and len(value) != len(like)):
             raise ConfigError(f"{name} must be a list like {list(like)}, got {value!r}")
