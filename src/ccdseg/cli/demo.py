@@ -20,13 +20,12 @@ def register(subparsers):
 
 
 def run(args):
+    from ccdseg.cli.predict import print_result
     from ccdseg.pipeline.demo import run_demo
 
     outcome = run_demo(args.out_dir, tuple(args.size), args.preset, args.seed, args.model)
     for result in outcome["results"]:
-        print(f"{result.path}:")
-        for output in result.outputs:
-            print(f"  {output}")
+        print_result(result)
     for failure in outcome["failures"]:
         print(f"failed: {failure}")
     print(f"\nsimulated {args.preset} frame {args.size[0]} x {args.size[1]} against its truth:")
