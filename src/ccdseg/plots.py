@@ -168,7 +168,7 @@ def _layout(shape):
     drawn = float(np.clip(ratio, *_ASPECT_LIMITS))
     aspect = "equal" if drawn == ratio else ratio / drawn  # data units of y per unit of x
     if ratio > _WIDE:
-        return True, aspect, 12.0, max(12.0 / drawn, 1.2)
+        return True, aspect, 12.0, max(12.0 / drawn, 1.5)
     width = 6.0 if drawn >= 1 else max(6.0 * drawn * 1.5, 1.5)
     return False, aspect, width, float(np.clip(width / drawn, 1.5, 9.0))
 

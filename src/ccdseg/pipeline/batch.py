@@ -101,8 +101,12 @@ class RunLog:
                ";".join(Path(p).name for p in outputs))
         writer.writerow(row)
         try:
-            with open(self.path, "a", newline="") as stream:
-                header = ",".join(LOG_COLUMNS) + "\n" if stream.tell() == 0 else ""
-                stream.write(header + buffer.getvalue())
+            with open(self.path, "a+b") as stream:
+                if stream.tell() == 0:
+                    start = ",".join(LOG_COLUMNS) + "\n"
+                else:  # after a partial row of a killed run, start a new line
+                    stream.seek(stream.tell() - 1)
+                    start = "" if stream.read(1) == b"\n" else "\n"
+                stream.write((start + buffer.getvalue()).encode())
         except OSError:
             pass  # the directory takes no file: the file's own outputs failed alike and its line says why
