@@ -16,6 +16,7 @@ COMMANDS = ("demo", "simulate", "train", "predict", "evaluate", "export")
 
 
 def build_parser():
+    """The ``ccdseg`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
         prog="ccdseg",
         description="Segment CCD images into background, glowing, hot pixel and cluster pixels.")

@@ -6,6 +6,7 @@ from ccdseg.sim.config import PRESETS
 
 
 def register(subparsers):
+    """Add the ``demo`` subcommand."""
     parser = subparsers.add_parser(
         "demo", help="segment a simulated frame and the bundled DAMIC-M sample with the shipped model",
         description="Simulate a 4096 x 4096 frame, segment it and the bundled DAMIC-M sample with the shipped "
@@ -20,6 +21,7 @@ def register(subparsers):
 
 
 def run(args):
+    """Run the demonstration; print each file's results and the metric table; returns the exit code."""
     from ccdseg.cli.predict import print_result
     from ccdseg.pipeline.demo import run_demo
 

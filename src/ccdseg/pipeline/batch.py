@@ -1,7 +1,7 @@
 """What a batch of files needs beyond the file job: input checks and the run log that makes a batch resumable.
 
 The run log ``OUT_DIR/ccdseg_run.csv`` gets one CSV row per file as soon as the file is done
-(``time, path, status, reason, outputs``; status ``done``, ``failed`` or ``skipped``), by one
+(``time, path, status, reason, outputs``; status ``done`` or ``failed``), by one
 ``write`` to a file opened for appending, so an interrupted batch leaves every finished
 file's row and at worst a last partial row, which is ignored on reading. Rerunning with
 ``skip_existing`` skips the files whose last row is ``done`` and whose outputs all exist.
@@ -71,14 +71,9 @@ class RunLog:
         self.path = Path(out_dir) / RUN_LOG
 
     def finished(self):
-        """Absolute input paths whose last row is ``done`` and whose outputs all exist."""
-        return {path for path, row in self._last_rows().items()
-                if row["status"] == "done" and all(p.exists() for p in self._outputs(row))}
-
-    def outputs(self, path):
-        """The outputs logged for ``path`` by its last row (empty when it has none)."""
-        row = self._last_rows().get(os.path.abspath(path))
-        return self._outputs(row) if row else []
+        """The files done in earlier runs: absolute input path -> outputs, when all of them exist."""
+        done = {path: self._outputs(row) for path, row in self._last_rows().items() if row["status"] == "done"}
+        return {path: outputs for path, outputs in done.items() if all(p.exists() for p in outputs)}
 
     def _outputs(self, row):
         return [self.path.parent / name for name in row["outputs"].split(";") if name]

@@ -292,8 +292,8 @@ def process_files(paths, out_dir, options=None, *, model=None, progress=True, wo
     options = (options or ProcessOptions()).replace(**changes)
     paths = batch.unique_inputs(paths)
     log = batch.RunLog(out_dir)
-    finished = log.finished() if options.skip_existing else set()
-    skipped = [FileResult(path, log.outputs(path), [], skipped=True) for path in paths
+    finished = log.finished() if options.skip_existing else {}
+    skipped = [FileResult(path, finished[os.path.abspath(path)], [], skipped=True) for path in paths
                if os.path.abspath(path) in finished]
     paths = [path for path in paths if os.path.abspath(path) not in finished]
     model = _network(model, options)
