@@ -384,12 +384,13 @@ def test_overview_of_a_strip_is_readable(tmp_path, monkeypatch):
     fig = figures[-1]
     FigureCanvasAgg(fig).draw()
     panels = [ax for ax in fig.axes if ax.get_title()]
-    assert [ax.get_title() for ax in panels] == ["HDU 0: image (blocks of 10x10, stretched)", "HDU 0: segmentation"]
+    assert [ax.get_title() for ax in panels] == ["HDU 0: image\n(blocks of 10x10, stretched)",
+                                                 "HDU 0: segmentation"]
     image_ax, labels_ax = panels
     box, labels_box = image_ax.get_window_extent(), labels_ax.get_window_extent()
     assert box.y0 > labels_box.y1 - 1  # stacked: the image above its segmentation
     assert box.width / box.height < 13 and box.height > 60  # not a 4-px strip
-    assert any(ax.get_ylabel() == "above pedestal" for ax in fig.axes)  # the colour bar
+    assert any(ax.get_ylabel() == "above row pedestal" for ax in fig.axes)  # the colour bar
     for axis in (image_ax.xaxis, image_ax.yaxis):
         assert 2 <= len([t for t in axis.get_ticklabels() if t.get_text()]) <= 7
     # a pipeline output titles an unnamed HDU "HDU 0"

@@ -124,7 +124,7 @@ def _show_image(ax, shown, title, shape, aspect="equal"):
     vmin, vmax = display_limits(shown)
     mappable = ax.imshow(shown, cmap="gray", vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest",
                          extent=(-0.5, shape[1] - 0.5, -0.5, shape[0] - 0.5), aspect=aspect)
-    ax.figure.colorbar(mappable, ax=ax, label="above pedestal", fraction=0.05, pad=0.02)
+    ax.figure.colorbar(mappable, ax=ax, label="above row pedestal", fraction=0.05, pad=0.02)
     ax.set_title(title)
     ax.set_xlabel("column (px)")
     ax.set_ylabel("row (px)")
@@ -169,7 +169,7 @@ def _layout(shape):
     aspect = "equal" if drawn == ratio else ratio / drawn  # data units of y per unit of x
     if ratio > _WIDE:
         return True, aspect, 12.0, max(12.0 / drawn, 1.5)
-    width = 6.0 if drawn >= 1 else max(6.0 * drawn * 1.5, 1.5)
+    width = 6.0 if drawn >= 1 else max(6.0 * drawn * 1.5, 2.5)
     return False, aspect, width, float(np.clip(width / drawn, 1.5, 9.0))
 
 
@@ -208,7 +208,7 @@ def plot_segmentation_panels(panels, path, title=None, max_size=512):
         notes = [f"blocks of {factor}x{factor}"] if factor > 1 else []
         if aspect != "equal":
             notes.append("stretched")
-        suffix = f" ({', '.join(notes)})" if notes else ""
+        suffix = f"\n({', '.join(notes)})" if notes else ""
         prefix = f"{name}: " if name else ""
         _show_image(ax_image, shown, f"{prefix}image{suffix}", np.shape(image), aspect)
         _show_labels(ax_labels, rgb, f"{prefix}segmentation", labels, aspect)

@@ -3,9 +3,10 @@
 A job is a picklable callable ``job(item) -> (result, failure)`` whose failure is a one-line
 string (or None); the runners return the results and the failures, each in input order, and
 call ``on_result(item, result, failure)`` in the calling process as each item finishes.
-With Dask, the job runs on workers that share the file system of the inputs and outputs; an
-item whose worker dies (killed, out of memory) is rerun on another worker, and after
-:data:`RETRIES` such losses it becomes that item's failure.
+With Dask, the job runs on workers that share the file system of the inputs and outputs. An
+item whose worker dies (killed, out of memory) is rerun on another worker by the scheduler (up
+to its ``distributed.scheduler.allowed-failures``, 3 by default), one whose job raises is rerun
+:data:`RETRIES` times; after that it becomes that item's failure line, and the others go on.
 """
 
 import contextlib
