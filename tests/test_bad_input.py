@@ -23,6 +23,7 @@ from ccdseg.errors import ConfigError, InputError, ModelFileError
 from ccdseg.infer.predict import segment
 from ccdseg.nn.dataset import read_simulated_dir
 from ccdseg.nn.train_config import load_train_config
+from ccdseg.pipeline.batch import RUN_LOG
 from ccdseg.pipeline.job import output_paths
 from ccdseg.sim.config import load_config
 from ccdseg.sim.simulate import simulate_image
@@ -125,7 +126,8 @@ def test_batch_of_bad_and_odd_files(bad_inputs, odd_inputs, tiny_model, tmp_path
     assert not _leftovers(out)
 
     for name, path in odd_inputs.items():
-        assert all(p.exists() for p in output_paths(path, out, ["CCD_A", "CCD_B"]).values()), name
+        labels = ["CCD_A", "CCD_B"] if name == "multi" else [""]
+        assert all(p.exists() for p in output_paths(path, out, labels).values()), name
         with fits.open(output_paths(path, out)["seg"], checksum=True) as seg:
             images = [h for h in seg if h.name.startswith("LABELS")]
             with fits.open(path) as raw:
@@ -211,7 +213,8 @@ def test_existing_output_is_kept_without_overwrite(tiny_model, tmp_path, capsys)
     code, stdout, errors = _predict(capsys, [a, b], out, tiny_model)
     assert code == 1
     assert errors == [f"ccdseg predict: error: {a}: {out / 'a.png'}: exists (use --overwrite to replace it)"]
-    assert sorted(p.name for p in out.iterdir()) == sorted(["a.png", *(p.name for p in output_paths(b, out).values())])
+    assert sorted(p.name for p in out.iterdir() if p.name != RUN_LOG) == \
+        sorted(["a.png", *(p.name for p in output_paths(b, out).values())])
     assert (out / "a.png").read_bytes() == b"not mine to replace"
     assert _predict(capsys, [a], out, tiny_model, "--overwrite")[0] == 0
     assert (out / "a.png").read_bytes().startswith(b"\x89PNG")
@@ -240,7 +243,8 @@ def test_disk_full_while_predicting(tiny_model, tmp_path, capsys, monkeypatch):
     assert code == 1
     assert len(errors) == 1 and errors[0].startswith(f"ccdseg predict: error: {images[1]}: ")
     assert errors[0].endswith("cannot write (No space left on device)")
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in output_paths(images[0], out).values())
+    assert sorted(p.name for p in out.iterdir() if p.name != RUN_LOG) == \
+        sorted(p.name for p in output_paths(images[0], out).values())
 
 
 def test_disk_full_on_rename_leaves_nothing(tiny_model, tmp_path, capsys, monkeypatch):
@@ -252,7 +256,8 @@ def test_disk_full_on_rename_leaves_nothing(tiny_model, tmp_path, capsys, monkey
     monkeypatch.setattr(os, "replace", replace)
     code, _, errors = _predict(capsys, [image], out, tiny_model)
     assert code == 1 and len(errors) == 1 and "No space left on device" in errors[0]
-    assert not list(out.iterdir())
+    assert [p.name for p in out.iterdir()] == [RUN_LOG]  # the file is logged as failed, no output is left
+    assert "failed" in (out / RUN_LOG).read_text()
 
 
 def test_interrupt_leaves_complete_files_only(tiny_model, tmp_path, capsys, monkeypatch):
@@ -271,7 +276,8 @@ def test_interrupt_leaves_complete_files_only(tiny_model, tmp_path, capsys, monk
     monkeypatch.setattr(ccdseg.plots, "plot_segmentation_panels", interrupted)
     code, _, errors = _predict(capsys, images, out, tiny_model)
     assert code == 130 and errors[-1] == "ccdseg predict: interrupted"
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in output_paths(images[0], out).values())
+    assert sorted(p.name for p in out.iterdir() if p.name != RUN_LOG) == \
+        sorted(p.name for p in output_paths(images[0], out).values())
     with fits.open(output_paths(images[0], out)["seg"], checksum=True) as seg:
         seg.verify("exception")
         assert seg["LABELS"].data.shape == (20, 30)

@@ -168,7 +168,7 @@ def test_region_file_is_one_based():
     labels[4:6, 6:9] = CLUSTER
     text = region_file_text(find_clusters(np.ones((10, 10)), labels, pedestal=0.0))
     lines = text.splitlines()
-    assert lines[0].startswith("# Region file format: DS9") and lines[2] == "image"
-    assert lines[3] == "box(1,1,1,1,0) # text={1}"
-    assert lines[4] == "box(8,5.5,3,2,0) # text={2}"
+    assert lines[0].startswith("# Region file format: DS9") and lines[3] == "image"
+    assert lines[4] == "box(1,1,1,1,0) # color=yellow text={#1}"  # on the border: flagged edge
+    assert lines[5] == "box(8,5.5,3,2,0) # color=green text={#2}"
     assert region_file_text(find_clusters(np.ones((4, 4)), np.zeros((4, 4)))).count("box") == 0

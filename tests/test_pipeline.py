@@ -34,9 +34,9 @@ def _check_charge_totals(image, labels, clusters):
 def test_damicm_sample_end_to_end(damicm_sample, tiny_model, tmp_path):
     result = process_file(damicm_sample, tmp_path, model=tiny_model)
     stem = "damicm_module_test"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"{stem}_seg.fits", f"{stem}_clusters.csv", f"{stem}_clusters.reg", f"{stem}.png"])
     names = ["CCD_A", "CCD_B", "CCD_D", "CCD_C"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{stem}_seg.fits", f"{stem}_clusters.csv", f"{stem}.png", *(f"{stem}_clusters_{n}.reg" for n in names)])
     with fits.open(damicm_sample) as raw, fits.open(tmp_path / f"{stem}_seg.fits") as seg:
         assert [h.name for h in seg] == ["PRIMARY", *(f"LABELS_{n}" for n in names), "CLUSTERS"]
         assert seg[0].data is None
@@ -60,10 +60,15 @@ def test_damicm_sample_end_to_end(damicm_sample, tiny_model, tmp_path):
     csv = Table.read(tmp_path / f"{stem}_clusters.csv", format="ascii.csv")
     assert csv.colnames == clusters.colnames and len(csv) == len(clusters)
     np.testing.assert_allclose(csv["charge_adu"], clusters["charge_adu"], rtol=1e-12)
-    region = (tmp_path / f"{stem}_clusters.reg").read_text().splitlines()
-    assert region[0].startswith("# Region file format: DS9")
-    assert [line for line in region if line.startswith("# hdu=")] == [f"# hdu={n}" for n in names]
-    assert sum(line.startswith("box(") for line in region) == len(clusters)
+    for name in names:  # one region file per CCD, to load on that CCD
+        region = (tmp_path / f"{stem}_clusters_{name}.reg").read_text().splitlines()
+        assert region[0].startswith("# Region file format: DS9")
+        boxes = [line for line in region if line.startswith("box(")]
+        assert len(boxes) == np.sum(clusters["hdu"] == name)
+        ids = clusters["id"][clusters["hdu"] == name]
+        assert all(box.endswith(f"text={{{energy / 1000:.3g} keV}}") for box, energy
+                   in zip(boxes, clusters["energy_ev"][clusters["hdu"] == name], strict=True)), ids
+    assert list(clusters["id"]) == list(range(1, len(clusters) + 1))  # unique over the file
     assert (tmp_path / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [image.hdu for image in result.images] == names
 

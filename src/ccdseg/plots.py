@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from ccdseg.calib.background import row_pedestal
 from ccdseg.classes import BACKGROUND, COLORS, IGNORE, N_CLASSES, NAMES, rgb_table
@@ -118,36 +119,68 @@ def _legend_handles(labels=None):
             for i in range(N_CLASSES)]
 
 
-def _show_image(ax, shown, title, shape):
-    """Draw a display-size image over the pixel coordinates of the full image of ``shape``."""
+def _show_image(ax, shown, title, shape, aspect="equal"):
+    """Draw a display-size image over the pixel coordinates of the full image of ``shape``, with a colour bar."""
     vmin, vmax = display_limits(shown)
-    ax.imshow(shown, cmap="gray", vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest",
-              extent=(-0.5, shape[1] - 0.5, -0.5, shape[0] - 0.5))
+    mappable = ax.imshow(shown, cmap="gray", vmin=vmin, vmax=vmax, origin="lower", interpolation="nearest",
+                         extent=(-0.5, shape[1] - 0.5, -0.5, shape[0] - 0.5), aspect=aspect)
+    ax.figure.colorbar(mappable, ax=ax, label="above row pedestal", fraction=0.05, pad=0.02)
     ax.set_title(title)
     ax.set_xlabel("column (px)")
     ax.set_ylabel("row (px)")
+    _thin_ticks(ax)
 
 
-def _show_labels(ax, rgb, title, labels):
+def _show_labels(ax, rgb, title, labels, aspect="equal"):
     """Draw display-size RGB labels, with a legend of the class fractions of the full ``labels``."""
     height, width = np.shape(labels)
-    ax.imshow(rgb, origin="lower", interpolation="nearest", extent=(-0.5, width - 0.5, -0.5, height - 0.5))
+    ax.imshow(rgb, origin="lower", interpolation="nearest", extent=(-0.5, width - 0.5, -0.5, height - 0.5),
+              aspect=aspect)
     ax.set_title(title)
     ax.set_xlabel("column (px)")
     ax.legend(handles=_legend_handles(labels), loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    _thin_ticks(ax)
+
+
+def _thin_ticks(ax):
+    """At most a few integer ticks per axis, so that long axes of thin images keep readable labels."""
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
 
 
 def _panel_size(shape, width=6.0):
     return width, float(np.clip(width * shape[0] / shape[1], 1.5, 8.0))
 
 
+#: Images wider than this many times their height are drawn above their segmentation, not beside it.
+_WIDE = 3.0
+#: Drawn aspect ratios (width / height) beyond these limits are stretched to them: no 4-px strips.
+_ASPECT_LIMITS = (1 / 6, 12.0)
+
+
+def _layout(shape):
+    """Placement of an image and its segmentation: ``(stacked, aspect, width, height)`` of one panel (inches).
+
+    Wide images (a 40 x 5000 px strip) are stacked vertically at the full figure width; images
+    whose aspect ratio lies outside :data:`_ASPECT_LIMITS` are stretched (``aspect``) to it.
+    """
+    ratio = shape[1] / shape[0]
+    drawn = float(np.clip(ratio, *_ASPECT_LIMITS))
+    aspect = "equal" if drawn == ratio else ratio / drawn  # data units of y per unit of x
+    if ratio > _WIDE:
+        return True, aspect, 12.0, max(12.0 / drawn, 1.5)
+    width = 6.0 if drawn >= 1 else max(6.0 * drawn * 1.5, 2.5)
+    return False, aspect, width, float(np.clip(width / drawn, 1.5, 9.0))
+
+
 def plot_segmentation_panels(panels, path, title=None, max_size=512):
-    """One figure with a row per image: the image and its colour-coded segmentation side by side.
+    """One figure with each image beside (or, for wide images, above) its colour-coded segmentation.
 
     Parameters
     ----------
     panels : sequence of (str, ndarray (H, W), ndarray (H, W))
-        ``(name, image, labels)`` per image, e.g. one per CCD extension; images in any unit.
+        ``(name, image, labels)`` per image, e.g. one per CCD extension; images in any unit (the colour
+        bar is in that unit, above the row pedestal).
     path : str or Path
         Output file (format from the suffix, PNG by default).
     title : str, optional
@@ -155,6 +188,7 @@ def plot_segmentation_panels(panels, path, title=None, max_size=512):
     max_size : int
         Images larger than this (px) are shown by blocks: the mean of the image and the largest class id
         of the labels, so a one-pixel cluster stays visible. The legend fractions use the full labels.
+        Very elongated images are drawn stretched to a readable aspect ratio (the titles say so).
 
     Returns
     -------
@@ -164,14 +198,20 @@ def plot_segmentation_panels(panels, path, title=None, max_size=512):
     panels = list(panels)
     if not panels:
         raise OutputError(f"{path}: no image to plot")
-    width, height = _panel_size(np.shape(panels[0][1]))
-    fig = Figure(figsize=(2 * width + 2.5, height * len(panels) + (0.5 if title else 0)), layout="constrained")
-    axes = fig.subplots(len(panels), 2, squeeze=False)
+    stacked, aspect, width, height = _layout(np.shape(panels[0][1]))
+    rows, cols = (2 * len(panels), 1) if stacked else (len(panels), 2)
+    figsize = ((width + 3.0, 2 * height * len(panels)) if stacked else (2 * width + 3.5, height * len(panels)))
+    fig = Figure(figsize=(figsize[0], figsize[1] + (0.5 if title else 0)), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).reshape(len(panels), 2)
     for (name, image, labels), (ax_image, ax_labels) in zip(panels, axes, strict=True):
         shown, rgb, factor = _display_arrays(image, labels, max_size)
-        suffix = f" (blocks of {factor}x{factor})" if factor > 1 else ""
-        _show_image(ax_image, shown, f"{name} image{suffix}".strip(), np.shape(image))
-        _show_labels(ax_labels, rgb, f"{name} segmentation".strip(), labels)
+        notes = [f"blocks of {factor}x{factor}"] if factor > 1 else []
+        if aspect != "equal":
+            notes.append("stretched")
+        suffix = f"\n({', '.join(notes)})" if notes else ""
+        prefix = f"{name}: " if name else ""
+        _show_image(ax_image, shown, f"{prefix}image{suffix}", np.shape(image), aspect)
+        _show_labels(ax_labels, rgb, f"{prefix}segmentation", labels, aspect)
     if title:
         fig.suptitle(title)
     return _save(fig, path)
@@ -276,7 +316,7 @@ def plot_curves(log, path):
     for ax, (panel, curves) in zip(np.atleast_1d(fig.subplots(1, len(groups))), groups.items(), strict=True):
         metrics = sorted({metric for _, metric, _ in curves})
         for split, metric, values in curves:
-            colour = f"C{metrics.index(metric)}"
+            colour = _class_colour(metric) or f"C{metrics.index(metric)}"
             ax.plot(epochs, values, color=colour, linestyle="-" if split == "train" else "--", marker=".",
                     label=f"{split} {metric}" if len(metrics) > 1 else split)
         ax.set_xlabel("epoch")
@@ -284,6 +324,14 @@ def plot_curves(log, path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+def _class_colour(metric):
+    """The class colour of :mod:`ccdseg.classes` for a per-class metric (``f1_hot_pixel``), else None."""
+    for number, name in enumerate(NAMES):
+        if metric.endswith("_" + name.replace(" ", "_")):
+            return COLORS[number]
+    return None
 
 
 def plot_confusion(confusion, path, names=NAMES):
@@ -351,7 +399,7 @@ def plot_efficiency(curves, path, xlabel="true charge (e-)"):
     return _save(fig, path)
 
 
-def plot_sections(image, labels, sections, path, max_panels=16):
+def plot_sections(image, labels, sections, path, max_panels=16, title="regions"):
     """Stamps of the sections from :func:`ccdseg.measure.sections.find_sections`, labels overlaid in class colours.
 
     Parameters
@@ -361,11 +409,14 @@ def plot_sections(image, labels, sections, path, max_panels=16):
     labels : ndarray (H, W) of int
         Segmentation.
     sections : sequence of (ymin, ymax, xmin, xmax, npix)
-        Inclusive 0-based bounds; the first ``max_panels`` are drawn.
+        Inclusive 0-based bounds, largest first; the first ``max_panels`` are drawn.
     path : str or Path
         Output file.
     max_panels : int
         Largest number of stamps.
+    title : str
+        What the sections are; the figure title adds how many are shown of how many
+        ("the 16 largest of 230 cluster regions").
 
     Returns
     -------
@@ -375,10 +426,13 @@ def plot_sections(image, labels, sections, path, max_panels=16):
     image = np.asarray(image, dtype=np.float64)
     residual = image - row_pedestal(image)[:, None]
     labels = np.asarray(labels)
-    sections = list(sections)[:max_panels]
+    sections = list(sections)
+    total = len(sections)
+    sections = sections[:max_panels]
     ncols = int(min(4, max(len(sections), 1)))
     nrows = int(np.ceil(max(len(sections), 1) / ncols))
-    fig = Figure(figsize=(3 * ncols, 3 * nrows + 0.4))
+    fig = Figure(figsize=(3 * ncols, 3 * nrows + 0.8))
+    fig.suptitle(f"the {len(sections)} largest of {total} {title}" if total > len(sections) else f"{total} {title}")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for ax in axes:
         ax.set_axis_off()

@@ -6,7 +6,7 @@ from ccdseg.sim.config import PRESETS
 
 
 def register(subparsers):
-    """Add the ``demo`` subcommand and its options to ``subparsers``."""
+    """Add the ``demo`` subcommand."""
     parser = subparsers.add_parser(
         "demo", help="segment a simulated frame and the bundled DAMIC-M sample with the shipped model",
         description="Simulate a 4096 x 4096 frame, segment it and the bundled DAMIC-M sample with the shipped "
@@ -21,14 +21,13 @@ def register(subparsers):
 
 
 def run(args):
-    """Run ``ccdseg demo`` with the parsed ``args``; the exit status."""
+    """Run the demonstration; print each file's results and the metric table; returns the exit code."""
+    from ccdseg.cli.predict import print_result
     from ccdseg.pipeline.demo import run_demo
 
     outcome = run_demo(args.out_dir, tuple(args.size), args.preset, args.seed, args.model)
     for result in outcome["results"]:
-        print(f"{result.path}:")
-        for output in result.outputs:
-            print(f"  {output}")
+        print_result(result)
     for failure in outcome["failures"]:
         print(f"failed: {failure}")
     print(f"\nsimulated {args.preset} frame {args.size[0]} x {args.size[1]} against its truth:")

@@ -5,16 +5,24 @@ import sys
 from ccdseg.classes import NAMES
 from ccdseg.infer import TILE_SIZE
 
+#: Regions of the ``--find`` class listed per image (the largest; the figure draws more).
+FIND_LISTED = 10
+
 
 def register(subparsers):
-    """Add the ``predict`` subcommand and its options to ``subparsers``."""
+    """Add the ``predict`` subcommand."""
     parser = subparsers.add_parser(
         "predict", help="segment FITS images (labels, cluster catalogue, figures)",
         description="Segment every image HDU of each INPUT and write, per input NAME: NAME_seg.fits "
-                    "(LABELS extensions and the CLUSTERS table), NAME_clusters.csv, NAME_clusters.reg "
-                    "(DS9) and NAME.png. A failing file is reported on one line and the others go on; "
-                    "the exit code is 1 if any file failed.")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="FITS files (.fits, .fit, .fz, .fits.gz)")
+                    "(LABELS extensions and the CLUSTERS table), NAME_clusters.csv, DS9 regions "
+                    "(NAME_clusters.reg, or NAME_clusters_<EXTNAME>.reg per image of a multi-image file) and "
+                    "NAME.png; and log each file's status in DIR/ccdseg_run.csv. A failing file is reported on "
+                    "one line (the traceback with ccdseg --debug) and the others go on; the exit code is 1 if "
+                    "any file failed, 2 for an invalid option (before any work).")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="FITS files (.fits, .fit, .fz, .fits.gz); files named *_truth.* or *_seg.* "
+                             "(simulation truth, ccdseg outputs) are skipped. Inputs of the same name from "
+                             "different folders are refused (they would write the same outputs)")
     parser.add_argument("--out-dir", required=True, metavar="DIR", help="output directory (created if missing)")
     parser.add_argument("--model", metavar="PATH", help="model file (default: the model shipped with ccdseg)")
     parser.add_argument("--hdu", metavar="NAME|INDEX", help="only this image HDU (default: every image HDU)")
@@ -26,10 +34,14 @@ def register(subparsers):
                         help="gain in ADU/e- (default: header key GAIN, else estimated from a skipper image)")
     parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default: cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="resume an interrupted batch: skip the files that DIR/ccdseg_run.csv lists as done "
+                             "and whose outputs all exist")
     parser.add_argument("--method", choices=("network", "classical"), default="network",
                         help="the U-Net (default) or the classical thresholding baseline")
     parser.add_argument("--tile-size", type=int, default=TILE_SIZE, metavar="N",
-                        help=f"network tile side in px ({TILE_SIZE})")
+                        help=f"network tile side in px, a multiple of the model's 2^depth (8 for the shipped "
+                             f"model; default {TILE_SIZE})")
     parser.add_argument("--precision", choices=("bf16", "fp32"),
                         help="network arithmetic: bf16 autocast (default of the torch engine, faster) or fp32 "
                              "(the onnx engine's only one)")
@@ -51,7 +63,8 @@ def register(subparsers):
 
 
 def run(args):
-    """Run ``ccdseg predict`` with the parsed ``args``; the exit status."""
+    """Segment the inputs; returns the exit code (1 when a file failed)."""
+    from ccdseg.pipeline.batch import split_derived
     from ccdseg.pipeline.job import process_files
     from ccdseg.pipeline.options import ProcessOptions
 
@@ -59,25 +72,38 @@ def run(args):
     options = ProcessOptions(method=args.method, hdu=hdu, probabilities=args.probabilities, find=args.find,
                              gain=args.gain, device=args.device, engine=args.engine, precision=args.precision,
                              tile_size=args.tile_size, cluster_threshold=args.cluster_threshold,
-                             overwrite=args.overwrite)
-    results, failures = process_files(args.inputs, args.out_dir, options, model=args.model,
+                             overwrite=args.overwrite, skip_existing=args.skip_existing)
+    inputs, derived = split_derived(args.inputs)
+    if derived:
+        print(f"skipping {len(derived)} file(s) named *_truth or *_seg (simulation truth or ccdseg outputs, "
+              "not images)")
+    results, failures = process_files(inputs, args.out_dir, options, model=args.model,
                                       progress=not args.no_progress, workers=args.workers,
-                                      scheduler=args.scheduler)
+                                      scheduler=args.scheduler, debug=getattr(args, "debug", False))
     for result in results:
-        _report(result, args.find)
+        print_result(result, options.find)
     for failure in failures:
         print(f"ccdseg predict: error: {failure}", file=sys.stderr)
-    print(f"{len(results)} of {len(args.inputs)} file(s) segmented; outputs in {args.out_dir}")
+    done = [result for result in results if not result.skipped]
+    skipped = f", {len(results) - len(done)} skipped as done in an earlier run" if len(done) < len(results) else ""
+    where = f"; outputs in {args.out_dir}" if results else ""
+    print(f"{len(done)} of {len(inputs)} file(s) segmented{skipped}{where}")
     return 1 if failures else 0
 
 
-def _report(result, find):
+def print_result(result, find=None):
+    """Print a file's outputs and, per image, its clusters, gain, class shares and (with ``find``) largest regions."""
+    if result.skipped:
+        print(f"{result.path}: skipped, done in an earlier run")
+        return
     print(f"{result.path}: " + ", ".join(path.name for path in result.outputs))
     for image in result.images:
         gain = f"{image.gain:.4g} ADU/e- ({image.gain_source})" if image.gain else "unknown"
         shares = ", ".join(f"{name} {100 * share:.2f} %" for name, share in zip(NAMES, image.fractions, strict=True))
         print(f"  {image.hdu or '-'}: {image.n_clusters} clusters, gain {gain}; {shares}")
         if find is not None:
-            print(f"    {len(image.sections)} region(s) of class {find}:")
-            for number, s in enumerate(image.sections, start=1):
+            listed = image.sections[:FIND_LISTED]
+            which = f"; the {len(listed)} largest:" if len(listed) < len(image.sections) else ":"
+            print(f"    {len(image.sections)} region(s) of class {NAMES[find]}{which if listed else ''}")
+            for number, s in enumerate(listed, start=1):
                 print(f"    {number:4d}: rows {s.ymin}-{s.ymax}, columns {s.xmin}-{s.xmax}, {s.npix} px")

@@ -15,7 +15,7 @@ def register(subparsers):
                     "--background, simulated events are added to a real frame instead: its own pixels are "
                     "labelled 255 (unknown, skipped in training) except those at the pedestal far from any "
                     "charge (background).")
-    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("out_dir", type=Path, help="output directory (created if missing)")
     parser.add_argument("--n", type=int, default=10, help="number of images (default 10)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="image size in pixels")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same files")

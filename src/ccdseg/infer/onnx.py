@@ -168,7 +168,7 @@ def load_onnx_model(model=None, device="cpu"):
         An ``.onnx`` file; or a loaded model or model file (None: the shipped model), exported
         in memory.
     device : str
-        "cpu", or "cuda" to use ONNX Runtime's CUDA provider when it is installed.
+        "cpu", or "cuda" for ONNX Runtime's CUDA provider (an error when it cannot be used).
 
     Returns
     -------
@@ -179,7 +179,8 @@ def load_onnx_model(model=None, device="cpu"):
     ModelFileError
         The file is missing, not a ccdseg ONNX model, or unreadable.
     ConfigError
-        ``onnxruntime`` (or, for export, ``onnx``) is not installed.
+        ``onnxruntime`` (or, for export, ``onnx``) is not installed, or ``device`` is CUDA and
+        ONNX Runtime cannot use it (never a silent fall-back to the CPU).
     """
     ort = _require("onnxruntime")
     if isinstance(model, Model) or not is_onnx_path(model):
@@ -190,16 +191,23 @@ def load_onnx_model(model=None, device="cpu"):
         if not path.is_file():
             raise ModelFileError(path, "no such file" if not path.exists() else "not a regular file")
         data = path.read_bytes()
-    providers = ["CPUExecutionProvider"]
-    if torch.device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
+    cuda = torch.device(device).type == "cuda"
+    if cuda and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise ConfigError(f"device {device!r} with the onnx engine: this ONNX Runtime has no CUDA provider "
+                          "(pip install onnxruntime-gpu), and it would run on the CPU instead")
+    providers = ["CUDAExecutionProvider"] if cuda else ["CPUExecutionProvider"]
     options = ort.SessionOptions()
     # as many threads as PyTorch uses (one per Dask worker), not ONNX Runtime's one per core
     options.intra_op_num_threads = torch.get_num_threads()
     try:
         session = ort.InferenceSession(data, sess_options=options, providers=providers)
     except Exception as error:  # onnxruntime raises its own exception types for damaged files
+        if cuda:
+            raise ConfigError(f"device {device!r} with the onnx engine: ONNX Runtime cannot start CUDA "
+                              f"({' '.join(str(error).split())[:160]})") from error
         raise ModelFileError(path, "not a readable ONNX file (corrupt, truncated or another format)") from error
+    if cuda and "CUDAExecutionProvider" not in session.get_providers():
+        raise ConfigError(f"device {device!r} with the onnx engine: ONNX Runtime cannot use CUDA on this machine")
     props = session.get_modelmeta().custom_metadata_map
     if props.get("format") != FORMAT:
         raise ModelFileError(path, "not a ccdseg ONNX model (no 'format' metadata); export it with ccdseg export")

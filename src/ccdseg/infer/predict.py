@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ccdseg.checks import check_image
 from ccdseg.classes import BACKGROUND, CLUSTER, N_CLASSES
@@ -56,10 +57,12 @@ def get_model(model=None, device="cpu", engine="torch"):
     ModelFileError
         The file is missing or not a usable ccdseg model (or an ONNX file for the torch engine).
     ConfigError
-        An unknown engine, or the onnx engine without onnxruntime installed.
+        An unknown engine or device, a CUDA device on a machine without CUDA, or the onnx
+        engine without onnxruntime installed.
     """
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    _check_device(device, engine)
     if engine == "torch":
         if isinstance(model, OnnxModel) or is_onnx_path(model):
             raise ModelFileError(getattr(model, "path", model), "an ONNX model runs only with engine 'onnx'")
@@ -76,6 +79,17 @@ def get_model(model=None, device="cpu", engine="torch"):
     return _MODELS[key]
 
 
+def _check_device(device, engine):
+    """Refuse a device this machine lacks in words (loading onto it fails like a damaged model file)."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device must be cpu, cuda or cuda:N, got {device!r}") from None
+    if kind == "cuda" and engine == "torch" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available on this machine (no GPU, no driver, "
+                          "or a CPU-only PyTorch)")
+
+
 def _file_key(path, device, engine):
     # the modification time makes a rewritten model file (retraining) load afresh
     path = Path(path).resolve()
@@ -89,7 +103,7 @@ def _prepare(model, device):
 
 
 def segment(image, model=None, tile_size=TILE_SIZE, overlap=None, batch_size=1, device="cpu", precision="bf16",
-            return_probabilities=True, engine="torch", stats=None, cluster_threshold=None):
+            return_probabilities=True, engine="torch", stats=None, cluster_threshold=None, progress=False):
     """Label every pixel of a raw image as background, glowing, hot pixel or cluster.
 
     Parameters
@@ -128,6 +142,8 @@ def segment(image, model=None, tile_size=TILE_SIZE, overlap=None, batch_size=1, 
         Operating point of the cluster class (see :func:`decide`): None labels every pixel
         with its most probable class; a probability in (0, 1] labels CLUSTER wherever the
         cluster probability reaches it, trading false clusters for fainter ones found.
+    progress : bool
+        Show a progress bar over the tiles (on stderr).
 
     Returns
     -------
@@ -158,7 +174,7 @@ def segment(image, model=None, tile_size=TILE_SIZE, overlap=None, batch_size=1, 
     grid = tile_grid(image.shape, tile_size, overlap, multiple=2 ** model.arch["depth"])
     stats = normalization_stats(image, model.normalization) if stats is None else stats
     network_input = pad_image(_normalized(image, model.normalization, stats), grid)
-    outputs = _tile_outputs(run_batch, network_input, grid, batch_size)
+    outputs = _tile_outputs(run_batch, network_input, grid, batch_size, progress)
     probabilities = blend(outputs, grid, N_CLASSES)
     del network_input
     labels = np.empty(image.shape, dtype=np.uint8)
@@ -249,12 +265,14 @@ def _keep_freed_memory():
     libc.mallopt(m_trim_threshold, 1 << 30)
 
 
-def _tile_outputs(run_batch, network_input, grid, batch_size):
+def _tile_outputs(run_batch, network_input, grid, batch_size, progress=False):
     """Yield ``(start, probabilities (C, th, tw) float32)`` for every tile of ``grid``."""
     th, tw = grid.tile_shape
     starts = grid.starts
-    for first in range(0, len(starts), batch_size):
-        batch = starts[first:first + batch_size]
-        tiles = np.stack([network_input[y0:y0 + th, x0:x0 + tw] for y0, x0 in batch])
-        yield from zip(batch, run_batch(tiles[:, None]), strict=True)
+    with tqdm(total=len(starts), desc="tiles", unit="tile", disable=not progress, leave=False) as bar:
+        for first in range(0, len(starts), batch_size):
+            batch = starts[first:first + batch_size]
+            tiles = np.stack([network_input[y0:y0 + th, x0:x0 + tw] for y0, x0 in batch])
+            yield from zip(batch, run_batch(tiles[:, None]), strict=True)
+            bar.update(len(batch))
 

@@ -7,6 +7,7 @@ so a crash or an interrupt never leaves a half-written output and inputs are nev
 for writing.
 """
 
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,13 @@ from ccdseg.errors import InputError
 
 #: File name endings recognised as FITS, longest first (the stem is what precedes them).
 FITS_SUFFIXES = (".fits.fz", ".fits.gz", ".fit.gz", ".fits", ".fit", ".fts", ".fz")
+#: astropy's advice for files without a SIMPLE card, which would only hide that the file is not FITS.
+_ASTROPY_HINT = re.compile(r"\s*If this is really a FITS file, try with \w+=True\.?")
+#: Share of the available memory one image (as float32) may take: the segmentation needs several times that.
+_MEMORY_SHARE = 0.25
+#: HISTORY lines CFITSIO adds when it compresses an image: they describe the input file, not an output.
+_COMPRESSION_HISTORY = re.compile(
+    r"compressed by CFITSIO|quantized level scaling parameter|Pixel Quantization Algorithm")
 
 
 @dataclass
@@ -63,8 +71,10 @@ def read_images(path, hdu=None):
     Raises
     ------
     InputError
-        Missing, empty, unreadable or truncated file, no 2-D image, or no such HDU; the
-        message names the file and the problem.
+        Missing, empty, unreadable, truncated or damaged file (a header that claims more
+        data than the file holds, or an image too large for the available memory, is
+        refused before its data are read), no 2-D image, or no such HDU; the message
+        names the file and the problem.
     """
     path = Path(path)
     check_readable(path)
@@ -85,7 +95,7 @@ def read_images(path, hdu=None):
 
 
 def check_readable(path):
-    """Raise :class:`~ccdseg.errors.InputError` unless ``path`` is an existing, non-empty file."""
+    """Refuse a missing path, a directory or an empty file, naming it."""
     if not path.exists():
         raise InputError(path, "no such file")
     if path.is_dir():
@@ -95,9 +105,51 @@ def check_readable(path):
 
 
 def reason(error):
-    """First line of an exception's message (its type name when it has none), for a one-line report."""
-    text = str(error).strip().splitlines()
+    """First line of an error's message, without astropy's advice to read a non-FITS file anyway."""
+    text = _ASTROPY_HINT.sub("", str(error)).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def check_size(path, item, label):
+    """Refuse an image HDU too large for the available memory, before its data are read.
+
+    The size comes from the header (for a tile-compressed HDU, from ZNAXISn): the image as
+    float32 must fit in a quarter of the available memory. (A header that claims more
+    bytes, NAXISn x |BITPIX|/8, than a plain file holds is refused by :func:`read_images` when
+    the file is opened.)
+
+    Raises
+    ------
+    InputError
+        Naming the file, the HDU and the sizes.
+    """
+    header = item.header  # for a compressed HDU, the image header (NAXISn from ZNAXISn)
+    shape = [int(header.get(f"NAXIS{axis}", 0)) for axis in range(1, int(header.get("NAXIS", 0)) + 1)]
+    pixels = int(np.prod(shape, dtype=object)) if shape else 0
+    memory = _available_memory()
+    if memory is not None and pixels * 4 > _MEMORY_SHARE * memory:
+        raise InputError(path, f"HDU {label} is too large: the header claims {' x '.join(map(str, shape[::-1]))} px, "
+                               f"{_size(pixels * 4)} as float32, more than a quarter of the {_size(memory)} "
+                               "of memory available")
+
+
+def _available_memory():
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as stream:
+            for line in stream:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _size(nbytes):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if nbytes < 1024 or unit == "TiB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
 
 
 def _select_images(path, hdul, hdu):
@@ -108,7 +160,14 @@ def _select_images(path, hdul, hdu):
         name = str(item.name if index or item.header.get("EXTNAME") else "").strip()
         if hdu is not None and not _matches(hdu, name, index):
             continue
-        data = item.data
+        check_size(path, item, name or index)
+        try:
+            data = item.data
+        except (AstropyUserWarning, fits.verify.VerifyWarning):
+            raise
+        except Exception as error:  # noqa: BLE001 - decompression libraries raise their own types
+            raise InputError(path, f"damaged data in HDU {name or index} "
+                                   f"({type(error).__name__}: {reason(error)})") from error
         if data is None:
             continue
         if data.ndim != 2:
@@ -135,7 +194,7 @@ def _matches(hdu, name, index):
 
 
 def image_header(header):
-    """Copy of an image header without the keys that describe the data array or the HDU kind."""
+    """Copy of an image header without the keys that describe the data array, the HDU kind or its compression."""
     structural = {"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND",
                   "PCOUNT", "GCOUNT", "BZERO", "BSCALE", "BLANK", "EXTNAME", "CHECKSUM", "DATASUM",
                   "ZIMAGE", "ZBITPIX", "ZNAXIS", "ZNAXIS1", "ZNAXIS2", "ZTILE1", "ZTILE2", "ZCMPTYPE",
@@ -143,6 +202,8 @@ def image_header(header):
                   "TFIELDS", "TTYPE1", "TFORM1"}
     clean = fits.Header()
     for card in header.cards:
+        if card.keyword == "HISTORY" and _COMPRESSION_HISTORY.search(str(card.value)):
+            continue
         if card.keyword not in structural and card.keyword:
             clean.append(card)
     return clean

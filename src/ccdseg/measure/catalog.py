@@ -1,8 +1,8 @@
 """The cluster catalogue: one row per connected cluster, with its charge and shape.
 
 Units follow the column names: ``*_adu`` in ADU, ``*_e`` in electrons, ``energy_ev`` in eV, positions and
-widths in pixels (0-based, ``x`` = column, ``y`` = row, bounds inclusive). Electron columns carry no astropy
-unit because FITS has no unit for electrons; their descriptions say ``e-``.
+widths in pixels (0-based, ``x`` = column, ``y`` = row, bounds inclusive). Electron columns carry
+``astropy.units.electron``, which the FITS standard lacks: written FITS tables give them ``TUNITn = 'electron'``.
 """
 
 import astropy.units as u
@@ -30,9 +30,9 @@ CATALOG_COLUMNS = {
     "npix": (np.int64, None, "number of pixels"),
     "charge_adu": (np.float64, u.adu, "sum of pedestal-subtracted pixel values"),
     "peak_adu": (np.float64, u.adu, "largest pedestal-subtracted pixel value"),
-    "charge_e": (np.float64, None, "charge (e-); NaN when the gain is unknown"),
+    "charge_e": (np.float64, u.electron, "charge (e-); NaN when the gain is unknown"),
     "energy_ev": (np.float64, u.eV, "charge_e times the energy per electron-hole pair; NaN without gain"),
-    "peak_e": (np.float64, None, "largest pixel charge (e-); NaN when the gain is unknown"),
+    "peak_e": (np.float64, u.electron, "largest pixel charge (e-); NaN when the gain is unknown"),
     "mean_prob": (np.float64, None, "mean cluster-class probability; NaN without probabilities"),
     "sigma_x": (np.float64, u.pix, "charge-weighted standard deviation along x"),
     "sigma_y": (np.float64, u.pix, "charge-weighted standard deviation along y"),

@@ -410,7 +410,8 @@ def train_epoch(forward, optimizer, loss_fn, tiles, rng, epoch, config, device, 
         matrix += confusion(logits.detach(), y)
         if step % 10 == 0 or step == config.steps_per_epoch - 1:
             f1 = scores(matrix.cpu().numpy())["f1"]
-            bar.set_postfix(loss=f"{running_loss / (step + 1):.3f}", f1="/".join(f"{v:.2f}" for v in np.nan_to_num(f1)))
+            bar.set_postfix(loss=f"{running_loss / (step + 1):.3f}",
+                            f1=", ".join(f"{name} {v:.2f}" for name, v in zip(NAMES, np.nan_to_num(f1), strict=True)))
     return running_loss / config.steps_per_epoch, lr
 
 

@@ -6,26 +6,34 @@ For an input ``NAME.fits`` (or ``.fit``, ``.fits.fz``, ``.fz``, ``.fits.gz``) th
 ``NAME_seg.fits``
     Primary HDU: the input's primary header keys (no data) plus provenance (``CCDSEGV``
     package version, ``CSMODEL`` model file name, ``CSMETHOD`` method). One uint8 image
-    extension of class ids per image HDU, of the image's shape, with the image header's keys:
-    ``LABELS`` for a file with one image, ``LABELS_<EXTNAME>`` (``LABELS_<index>`` when unnamed)
-    for several; its ``GAINUSED`` (ADU/e-, absent when unknown) and ``GAINSRC`` ("option",
-    "header", "estimated" or "none") record the gain of the catalogue. With probabilities,
-    a float32 (4, H, W) cube per image (``PROB`` / ``PROB_<EXTNAME>``). Last, the table
-    ``CLUSTERS``: :func:`ccdseg.measure.catalog.find_clusters` of every image, concatenated (the
-    ``hdu`` column names the image; ``id`` restarts at 1 in each).
+    extension of class ids per image HDU, of the image's shape, with the image header's keys
+    (less CFITSIO's compression HISTORY): ``LABELS`` for a file with one image,
+    ``LABELS_<EXTNAME>`` (``LABELS_<index>`` when unnamed) for several. Its ``CLASS0``..``CLASS3``
+    name the class ids, ``CSHDU``/``CSEXTN`` the input HDU (index, EXTNAME), ``GAINUSED``
+    (ADU/e-, absent when unknown) and ``GAINSRC`` ("option", "header", "estimated" or "none")
+    the gain of the catalogue. With probabilities, a float32 (4, H, W) cube per image
+    (``PROB`` / ``PROB_<EXTNAME>``) whose ``PLANE1``..``PLANE4`` name the class of each plane.
+    Last, the table ``CLUSTERS``: :func:`ccdseg.measure.catalog.find_clusters` of every image,
+    concatenated; ``id`` runs 1..N over the whole file and the ``hdu`` column names the image.
 ``NAME_clusters.csv``
     The same catalogue as CSV.
 ``NAME_clusters.reg``
-    DS9 regions, the bounding box of every cluster, one commented block per image.
+    DS9 regions (:func:`ccdseg.io.regions.region_file_text`): the bounding box of every cluster,
+    coloured by flag, labelled with its energy (keV) or id. One file per image for files with
+    several images, ``NAME_clusters_<EXTNAME>.reg``, to load on that image.
 ``NAME.png``
     Every image beside its colour-coded segmentation, with the share of each class.
 ``NAME_find_<class>.png``
-    With ``find``: stamps of the regions of that class (``NAME_find_<class>_<EXTNAME>.png``
+    With ``find``: stamps of the largest regions of that class (``NAME_find_<class>_<EXTNAME>.png``
     per image for files with several images).
 
 A file is written completely or not at all: every output is first written to a temporary
-file, and all are renamed into place only when all are written. Existing outputs are not
-replaced without ``overwrite``, and this is checked for all of a file's outputs before any work.
+file, and all are renamed into place only when all are written (a journal lists them during
+the renames, so a job killed between two renames is redone cleanly, see
+:func:`ccdseg.io.atomic.atomic_paths`). Outputs get the permissions the umask gives new files.
+Existing outputs are not replaced without ``overwrite``, and this is checked for all of a
+file's outputs before any work. :func:`process_files` keeps a run log of file statuses
+(:mod:`ccdseg.pipeline.batch`) from which ``skip_existing`` resumes an interrupted batch.
 
 Pixels outside the ``DATASEC`` of an image header (prescan and overscan, in the IRAF/NOAO
 convention ``[x1:x2,y1:y2]``, 1-based, inclusive) are left out of every statistic and
@@ -35,9 +43,10 @@ file) the first columns read are active pixels; their noise and pedestal match t
 of the image (only the first column sits ~3 ADU higher, a known first-pixel effect).
 """
 
-import contextlib
 import functools
+import os
 import re
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,17 +60,22 @@ from ccdseg._version import __version__
 from ccdseg.calib.gain import resolve_gain
 from ccdseg.classes import NAMES, class_id
 from ccdseg.errors import CcdsegError, ConfigError, InputError
-from ccdseg.io import atomic_path, check_absent, fits_stem, image_header, read_images
+from ccdseg.io import check_absent, fits_stem, image_header, read_images
 from ccdseg.io import output_paths as files
+from ccdseg.io.atomic import atomic_paths, recover_group
 from ccdseg.io.regions import region_file_text
 from ccdseg.measure import catalog
 from ccdseg.measure.sections import find_sections
 from ccdseg.nn.normalize import normalization_stats
-from ccdseg.pipeline import runners
+from ccdseg.pipeline import batch, runners
 from ccdseg.pipeline.options import ProcessOptions
 
 #: Pixels of context around each region in the ``find`` figures.
 _FIND_MARGIN = 5
+#: Regions drawn in a ``find`` figure (the largest ones).
+FIND_SHOWN = 16
+#: Catalogue columns in electrons: FITS has no standard unit for them, astropy drops it on writing.
+_ELECTRON_COLUMNS = ("charge_e", "peak_e")
 _DATASEC = re.compile(r"^\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*$")
 
 
@@ -83,8 +97,9 @@ class FileResult:
     """Summary of one processed file."""
 
     path: Path
-    outputs: list               # written files
-    images: list                # ImageResult per image HDU
+    outputs: list               # written files (with ``skipped``: those of the earlier run)
+    images: list                # ImageResult per image HDU (empty when skipped)
+    skipped: bool = False       # done in an earlier run (``skip_existing``), not processed again
 
 
 def output_paths(path, out_dir, labels=("",), find=None):
@@ -104,12 +119,16 @@ def output_paths(path, out_dir, labels=("",), find=None):
     Returns
     -------
     dict of str -> Path
-        Keys "seg", "csv", "reg", "png", and "find:<label>" per image with ``find``.
+        Keys "seg", "csv", "png", and per image (one key with label "" for a single image)
+        "reg:<label>" and, with ``find``, "find:<label>".
     """
-    suffixes = {"seg": "_seg.fits", "csv": "_clusters.csv", "reg": "_clusters.reg", "png": ".png"}
+    per_image = labels if len(labels) > 1 else [""]
+    suffixes = {"seg": "_seg.fits", "csv": "_clusters.csv", "png": ".png"}
+    for label in per_image:
+        suffixes[f"reg:{label}"] = f"_clusters{'_' + label if label else ''}.reg"
     if find is not None:
         name = NAMES[class_id(find)].replace(" ", "_")
-        for label in (labels if len(labels) > 1 else [""]):
+        for label in per_image:
             suffixes[f"find:{label}"] = f"_find_{name}{'_' + label if label else ''}.png"
     return files(out_dir, fits_stem(path), suffixes)
 
@@ -144,7 +163,7 @@ def _analysed_image(image):
     return masked
 
 
-def _segment(data, model, options):
+def _segment(data, model, options, progress=False):
     """Labels, probabilities (None for the classical method) and the row pedestal (ADU) of an image."""
     if options.method == "classical":
         from ccdseg.measure.classical import segment_classical
@@ -154,11 +173,11 @@ def _segment(data, model, options):
     # probabilities always: the catalogue's mean_prob uses them
     labels, probs = segment(data, model=model, tile_size=options.tile_size, device=options.device,
                             precision=options.precision, return_probabilities=True, engine=options.engine,
-                            stats=stats, cluster_threshold=options.cluster_threshold)
+                            stats=stats, cluster_threshold=options.cluster_threshold, progress=progress)
     return labels, probs, stats.pedestal
 
 
-def process_file(path, out_dir, options=None, *, model=None, **changes):
+def process_file(path, out_dir, options=None, *, model=None, progress=False, **changes):
     """Segment every image HDU of a FITS file and write the outputs listed in the module docstring.
 
     Parameters
@@ -172,6 +191,8 @@ def process_file(path, out_dir, options=None, *, model=None, **changes):
     model : Model, OnnxModel, str, path-like or None
         Network model (see :func:`ccdseg.infer.predict.get_model`); None is the shipped model.
         Unused by the classical method.
+    progress : bool
+        Show a progress bar over the network's tiles (on stderr), for large frames.
     **changes
         Fields of :class:`ProcessOptions` to change, e.g. ``gain=1.3``.
 
@@ -190,84 +211,122 @@ def process_file(path, out_dir, options=None, *, model=None, **changes):
     images = read_images(path, options.hdu)
     primary = _primary_header(path)
     paths = output_paths(path, out_dir, [image.label for image in images], options.find)
+    recover_group(paths.values())  # outputs of an earlier try of this file that was killed mid-rename
     check_absent(paths.values(), options.overwrite)
-    if options.method == "network":
-        from ccdseg.infer.predict import get_model
-        model = get_model(model, options.device, options.engine)
+    model = _network(model, options)
     try:
-        return _process(path, images, primary, paths, model, options)
+        return _process(path, images, primary, paths, model, options, progress)
     except CcdsegError:
         raise
     except _UNEXPECTED as error:
         raise InputError(path, f"cannot be processed ({type(error).__name__}: {_first_line(error)})") from error
 
 
-def try_process_file(path, out_dir, options=None, *, model=None):
-    """:func:`process_file`, with a failure returned as one line instead of raised.
+def try_process_file(path, out_dir, options=None, *, model=None, progress=False, debug=False):
+    """:func:`process_file`, with any failure returned as one line instead of raised.
+
+    Parameters
+    ----------
+    debug : bool
+        Append the traceback to the failure line.
 
     Returns
     -------
     result : FileResult or None
         None when the file failed.
     failure : str or None
-        ``"PATH: reason"`` when the file failed (a :class:`~ccdseg.errors.CcdsegError`), else None.
+        ``"PATH: reason"`` for a :class:`~ccdseg.errors.CcdsegError`, ``"PATH: Type: reason"``
+        for any other error, else None.
     """
     try:
-        return process_file(path, out_dir, options, model=model), None
-    except CcdsegError as error:
-        message = str(error)
-        return None, (message if message.startswith(f"{path}:") else f"{path}: {message}")
+        return process_file(path, out_dir, options, model=model, progress=progress), None
+    except Exception as error:  # noqa: BLE001 - whatever one file does, the batch goes on
+        message = str(error) if isinstance(error, CcdsegError) else f"{type(error).__name__}: {_first_line(error)}"
+        line = message if message.startswith(f"{path}:") else f"{path}: {message}"
+        return None, line + ("\n" + traceback.format_exc().rstrip() if debug else "")
 
 
 def process_files(paths, out_dir, options=None, *, model=None, progress=True, workers=None, scheduler=None,
-                  **changes):
+                  debug=False, **changes):
     """Run :func:`process_file` on many files; a failing file does not stop the others.
+
+    Every file's status goes to the run log ``out_dir/ccdseg_run.csv`` as soon as it is done
+    (:class:`ccdseg.pipeline.batch.RunLog`).
 
     Parameters
     ----------
     paths : iterable of str or Path
-        Input FITS files.
+        Input FITS files. A file given twice is processed once.
     out_dir : str or Path
         Output directory.
     options : ProcessOptions, optional
-        What to do with each file; ``**changes`` are applied to it.
+        What to do with each file; ``**changes`` are applied to it. With ``skip_existing``,
+        files logged ``done`` by an earlier run whose outputs all exist are skipped.
     model : Model, str, path-like or None
         Loaded once for all files (network method).
     progress : bool
-        Show a progress bar over the files (on stderr).
+        Show a progress bar over the files (on stderr), or over the tiles of a single file.
     workers : int, optional
         Process the files in parallel on a local Dask cluster of this many worker processes
-        (see :func:`ccdseg.pipeline.runners.run_dask`).
+        (see :func:`ccdseg.pipeline.runners.run_dask`); a file whose worker dies is retried.
     scheduler : str, optional
         Process the files on the Dask cluster of this scheduler (``tcp://HOST:PORT``).
+    debug : bool
+        Append each failure's traceback to its line.
 
     Returns
     -------
     results : list of FileResult
-        One per file processed completely.
+        One per file processed completely or skipped (``skipped``).
     failures : list of str
-        One line ``"PATH: reason"`` per failed file.
+        One line ``"PATH: reason"`` per failed file (more lines with ``debug``).
 
     Raises
     ------
     ConfigError
-        Invalid options, Dask missing (with ``workers`` or ``scheduler``), or the scheduler cannot be reached.
+        Invalid options, different inputs of the same name (they would write the same
+        outputs), Dask missing (with ``workers`` or ``scheduler``), or the scheduler cannot be reached.
     ModelFileError
         The model cannot be loaded (every file would fail alike).
     """
     options = (options or ProcessOptions()).replace(**changes)
-    paths = [Path(path) for path in paths]
-    if options.method == "network":
-        from ccdseg.infer.predict import get_model
-        model = get_model(model, options.device, options.engine)
+    paths = batch.unique_inputs(paths)
+    log = batch.RunLog(out_dir)
+    finished = log.finished() if options.skip_existing else {}
+    skipped = [FileResult(path, finished[os.path.abspath(path)], [], skipped=True) for path in paths
+               if os.path.abspath(path) in finished]
+    paths = [path for path in paths if os.path.abspath(path) not in finished]
+    model = _network(model, options)
+
+    def record(path, result, failure):
+        if failure is None:
+            log.record(path, "done", outputs=result.outputs)
+        else:
+            log.record(path, "failed", reason=failure.splitlines()[0].removeprefix(f"{path}: "))
+
     if workers is None and scheduler is None:
-        job = functools.partial(try_process_file, out_dir=out_dir, options=options, model=model)
-        return runners.run_serial(job, paths, progress=progress)
+        single = len(paths) == 1  # one file: a bar over its tiles says more than 0/1 -> 1/1
+        job = functools.partial(try_process_file, out_dir=out_dir, options=options, model=model,
+                                progress=progress and single, debug=debug)
+        results, failures = runners.run_serial(job, paths, progress=progress and not single, on_result=record)
+        return skipped + results, failures
     # workers load the model from its file: a loaded model does not travel
     model = None if model is None else Path(getattr(model, "path", model)).absolute()
-    job = functools.partial(try_process_file, out_dir=Path(out_dir).absolute(), options=options, model=model)
-    return runners.run_dask(job, [path.absolute() for path in paths], workers=workers, scheduler=scheduler,
-                            progress=progress)
+    job = functools.partial(try_process_file, out_dir=Path(out_dir).absolute(), options=options, model=model,
+                            debug=debug)
+    results, failures = runners.run_dask(job, [path.absolute() for path in paths], workers=workers,
+                                         scheduler=scheduler, progress=progress, on_result=record)
+    return skipped + results, failures
+
+
+def _network(model, options):
+    """The loaded network model (None for the classical method), checked against the tile size."""
+    if options.method != "network":
+        return model
+    from ccdseg.infer.predict import get_model
+    model = get_model(model, options.device, options.engine)
+    options.check_tile_size(2 ** model.arch["depth"])
+    return model
 
 
 #: Errors that the input data cause: astropy/cfitsio reading (OSError), astropy parsing and numpy on unusual
@@ -290,30 +349,58 @@ def _primary_header(path):
         raise InputError(path, f"cannot read the primary header ({_first_line(error)})") from None
 
 
-def _process(path, images, primary, paths, model, options):
+def _labels_header(image, used_gain, source):
+    """Header of a LABELS extension: the image's keys, the class names, the input HDU and the gain."""
+    header = image_header(image.header)
+    for class_number, name in enumerate(NAMES):
+        header[f"CLASS{class_number}"] = (name, f"name of class id {class_number}")
+    header["CSHDU"] = (image.index, "index of the input HDU (0 = primary)")
+    header["CSEXTN"] = (image.name, "EXTNAME of the input HDU ('' when unnamed)")
+    if used_gain is not None:
+        header["GAINUSED"] = (used_gain, "[ADU/e-] gain of the cluster catalogue")
+    header["GAINSRC"] = (source, "option, header, estimated or none")
+    return header
+
+
+def _probabilities_header():
+    header = fits.Header()
+    for class_number, name in enumerate(NAMES):
+        header[f"PLANE{class_number + 1}"] = (name, f"plane {class_number + 1}: probability of class {class_number}")
+    return header
+
+
+def _clusters_hdu(table):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The unit 'electron' could not be saved")
+        clusters = fits.table_to_hdu(table)
+    for name in _ELECTRON_COLUMNS:
+        clusters.header[f"TUNIT{table.colnames.index(name) + 1}"] = "electron"
+    clusters.name = "CLUSTERS"
+    return clusters
+
+
+def _process(path, images, primary, paths, model, options, progress=False):
     single = len(images) == 1
     label_hdus, prob_hdus, tables, panels, results = [], [], [], [], []
     for image in images:
         data = _analysed_image(image)
-        labels, probs, pedestal = _segment(data, model, options)
+        labels, probs, pedestal = _segment(data, model, options, progress)
         used_gain, source = resolve_gain(data, (image.header, primary), options.gain)
         tables.append(catalog.find_clusters(data, labels, probabilities=probs, gain=used_gain, pedestal=pedestal,
                                             hdu=image.label))
         suffix = "" if single else f"_{image.label}"
-        header = image_header(image.header)
-        if used_gain is not None:
-            header["GAINUSED"] = (used_gain, "[ADU/e-] gain of the cluster catalogue")
-        header["GAINSRC"] = (source, "option, header, estimated or none")
-        label_hdus.append(fits.ImageHDU(labels, header=header, name=f"LABELS{suffix}"))
+        label_hdus.append(fits.ImageHDU(labels, header=_labels_header(image, used_gain, source),
+                                        name=f"LABELS{suffix}"))
         if options.probabilities:
-            prob_hdus.append(fits.ImageHDU(probs, name=f"PROB{suffix}"))
+            prob_hdus.append(fits.ImageHDU(probs, header=_probabilities_header(), name=f"PROB{suffix}"))
         del probs
-        panels.append((image.label, image.data, labels))
+        panels.append((image.name or f"HDU {image.index}", image.data, labels))
         sections = find_sections(labels, options.find) if options.find is not None else []
         results.append(ImageResult(image.label, image.data.shape, plots.class_fractions(labels), len(tables[-1]),
                                    used_gain, source, sections))
 
     table = vstack(tables, metadata_conflicts="silent")
+    table["id"] = np.arange(1, len(table) + 1, dtype=table["id"].dtype)  # unique over the file's images
     provenance = fits.PrimaryHDU(header=image_header(primary))
     provenance.header["CCDSEGV"] = (__version__, "ccdseg version that wrote this file")
     provenance.header["CSMETHOD"] = (options.method, "segmentation method")
@@ -325,31 +412,17 @@ def _process(path, images, primary, paths, model, options):
         provenance.header["CSCLTHR"] = ("argmax" if options.cluster_threshold is None else options.cluster_threshold,
                                         "cluster decision: argmax or min probability")
     provenance.header["CSINPUT"] = (path.name, "input file")
-    clusters = fits.table_to_hdu(table)
-    clusters.name = "CLUSTERS"
-    hdulist = fits.HDUList([provenance, *label_hdus, *prob_hdus, clusters])
+    hdulist = fits.HDUList([provenance, *label_hdus, *prob_hdus, _clusters_hdu(table)])
 
-    with contextlib.ExitStack() as stack:
-        temps = {role: stack.enter_context(atomic_path(target, options.overwrite)) for role, target in paths.items()}
+    with atomic_paths(paths, options.overwrite) as temps:
         hdulist.writeto(temps["seg"], overwrite=True, checksum=True)
         table.write(temps["csv"], format="ascii.csv", overwrite=True)
-        Path(temps["reg"]).write_text(_region_text(tables, [image.label for image in images]))
         plots.plot_segmentation_panels(panels, temps["png"], title=path.name)
         for image, (_, _, labels) in zip(images, panels, strict=True):
-            role = "find:" + ("" if single else image.label)
-            if role in temps:
+            label = "" if single else image.label
+            Path(temps[f"reg:{label}"]).write_text(region_file_text(table[table["hdu"] == image.label]))
+            if f"find:{label}" in temps:
                 sections = find_sections(labels, options.find, margin=_FIND_MARGIN)
-                plots.plot_sections(image.data, labels, sections, temps[role])
+                plots.plot_sections(image.data, labels, sections, temps[f"find:{label}"], max_panels=FIND_SHOWN,
+                                    title=f"{NAMES[options.find]} regions" + (f" of {label}" if label else ""))
     return FileResult(path, list(paths.values()), results)
-
-
-def _region_text(tables, names):
-    """One DS9 region file for all images: the header once, then a commented block per image."""
-    header = region_file_text(tables[0][:0]).splitlines()
-    lines = list(header)
-    for table, name in zip(tables, names, strict=True):
-        lines.append(f"# hdu={name}")
-        lines.extend(line for line in region_file_text(table).splitlines() if line not in header)
-    return "\n".join(lines) + "\n"
-
-

@@ -36,12 +36,16 @@ class ProcessOptions:
     precision : {"bf16", "fp32"}, optional
         Network arithmetic; default bf16 for the torch engine and fp32 for onnx (its only one).
     tile_size : int
-        Network tile side (px).
+        Network tile side (px): a positive multiple of what the model needs (``2**depth``,
+        8 px for the shipped model), checked when the model is loaded; never rounded.
     cluster_threshold : float, optional
         Cluster probability from which a pixel is a cluster (network method; default the most
         probable class, see :func:`ccdseg.infer.predict.decide`).
     overwrite : bool
         Replace existing outputs.
+    skip_existing : bool
+        In :func:`~ccdseg.pipeline.job.process_files`, skip the files that the run log of the
+        output directory lists as done and whose outputs all exist (resume an interrupted batch).
 
     Raises
     ------
@@ -60,6 +64,7 @@ class ProcessOptions:
     tile_size: int = TILE_SIZE
     cluster_threshold: float | None = None
     overwrite: bool = False
+    skip_existing: bool = False
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -79,13 +84,27 @@ class ProcessOptions:
         if self.cluster_threshold is not None and not 0 < self.cluster_threshold <= 1:
             raise ConfigError(f"cluster_threshold must be in (0, 1], got {self.cluster_threshold!r}")
         if isinstance(self.tile_size, bool) or not isinstance(self.tile_size, int) or self.tile_size < 1:
-            raise ConfigError(f"tile_size must be a positive number of pixels, got {self.tile_size!r}")
+            raise ConfigError(f"tile size must be a positive whole number of pixels, got {self.tile_size!r}")
         object.__setattr__(self, "gain", check_gain(self.gain))
         if self.find is not None:
             try:
                 object.__setattr__(self, "find", class_id(self.find))
             except ValueError as error:
                 raise ConfigError(f"find: {error}") from None
+
+    def check_tile_size(self, multiple):
+        """Refuse a tile size that is not a multiple of ``multiple`` px (the model's ``2**depth``).
+
+        Raises
+        ------
+        ConfigError
+            Naming the tile size, the multiple and the nearest valid sizes.
+        """
+        if self.tile_size % multiple:
+            lower, upper = self.tile_size // multiple * multiple, -(-self.tile_size // multiple) * multiple
+            nearest = f"{lower} or {upper}" if lower else f"{upper}"
+            raise ConfigError(f"tile size {self.tile_size} px is not a multiple of {multiple} px, as the model needs "
+                              f"(it halves the tile {multiple.bit_length() - 1} times): use e.g. {nearest}")
 
     def replace(self, **changes):
         """A copy with ``changes`` applied and checked."""

@@ -1,8 +1,12 @@
 """Runners that apply one job to many items, serially or on a Dask cluster, knowing nothing of the job.
 
 A job is a picklable callable ``job(item) -> (result, failure)`` whose failure is a one-line
-string (or None); the runners return the results and the failures, each in input order.
-With Dask, the job runs on workers that share the file system of the inputs and outputs.
+string (or None); the runners return the results and the failures, each in input order, and
+call ``on_result(item, result, failure)`` in the calling process as each item finishes.
+With Dask, the job runs on workers that share the file system of the inputs and outputs. An
+item whose worker dies (killed, out of memory) is rerun on another worker by the scheduler (up
+to its ``distributed.scheduler.allowed-failures``, 3 by default), one whose job raises is rerun
+:data:`RETRIES` times; after that it becomes that item's failure line, and the others go on.
 """
 
 import contextlib
@@ -14,13 +18,17 @@ from ccdseg.errors import ConfigError
 
 #: Progress bar label.
 _DESC = "ccdseg predict"
+#: Reruns of an item whose job raised or whose worker died, beyond Dask's own rescheduling.
+RETRIES = 2
 
 
-def run_serial(job, items, *, progress=True):
+def run_serial(job, items, *, progress=True, on_result=None):
     """Apply ``job`` to each item in turn; returns (results, failures)."""
     results, failures = [], []
     for item in tqdm(items, desc=_DESC, unit="file", disable=not progress or not items):
         result, failure = job(item)
+        if on_result is not None:
+            on_result(item, result, failure)
         if failure is None:
             results.append(result)
         else:
@@ -28,7 +36,7 @@ def run_serial(job, items, *, progress=True):
     return results, failures
 
 
-def run_dask(job, items, *, workers=None, scheduler=None, progress=True):
+def run_dask(job, items, *, workers=None, scheduler=None, progress=True, on_result=None):
     """Apply ``job`` to the items on a Dask cluster; returns (results, failures) in input order.
 
     Parameters
@@ -45,6 +53,8 @@ def run_dask(job, items, *, workers=None, scheduler=None, progress=True):
         Exactly one of ``workers`` and ``scheduler`` must be given.
     progress : bool
         Show a progress bar over the finished items (on stderr).
+    on_result : callable, optional
+        ``on_result(item, result, failure)``, called here as each item finishes.
 
     Raises
     ------
@@ -66,10 +76,17 @@ def run_dask(job, items, *, workers=None, scheduler=None, progress=True):
         else:
             client = stack.enter_context(_connect(distributed, scheduler))
         # pure=False: an item given twice is processed twice, as in the serial loop
-        futures = {client.submit(job, item, pure=False): index for index, item in enumerate(items)}
+        futures = {client.submit(job, item, pure=False, retries=RETRIES): index for index, item in enumerate(items)}
         finished = distributed.as_completed(futures)
         for future in tqdm(finished, total=len(futures), desc=_DESC, unit="file", disable=not progress or not items):
-            results[futures[future]], failures[futures[future]] = future.result()
+            index = futures[future]
+            try:
+                results[index], failures[index] = future.result()
+            except Exception as error:  # noqa: BLE001 - e.g. KilledWorker: its workers died on every try
+                lines = str(error).strip().splitlines() or [""]
+                results[index], failures[index] = None, f"{items[index]}: {type(error).__name__}: {lines[0]}"
+            if on_result is not None:
+                on_result(items[index], results[index], failures[index])
     return [r for r in results if r is not None], [f for f in failures if f is not None]
 
 
