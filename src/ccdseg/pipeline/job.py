@@ -13,8 +13,13 @@ For an input ``NAME.fits`` (or ``.fit``, ``.fits.fz``, ``.fz``, ``.fits.gz``) th
     a float32 (4, H, W) cube per image (``PROB`` / ``PROB_<EXTNAME>``). Last, the table
     ``CLUSTERS``: :func:`ccdseg.measure.catalog.find_clusters` of every image, concatenated (the
     ``hdu`` column names the image; ``id`` restarts at 1 in each).
+    Then the search products (:mod:`ccdseg.measure.summary`): a uint16 bitmask per image (``MASK`` /
+    ``MASK_<EXTNAME>``, bits named ``MASKBn`` in its header), the low-energy events appended to
+    ``CLUSTERS`` (column ``low_energy``), and the table ``SUMMARY``, one row per image.
 ``NAME_clusters.csv``
     The same catalogue as CSV.
+``NAME_summary.csv``
+    The ``SUMMARY`` table as CSV.
 ``NAME_clusters.reg``
     DS9 regions, the bounding box of every cluster, one commented block per image.
 ``NAME.png``
@@ -55,6 +60,9 @@ from ccdseg.io import atomic_path, check_absent, fits_stem, image_header, read_i
 from ccdseg.io import output_paths as files
 from ccdseg.io.regions import region_file_text
 from ccdseg.measure import catalog
+from ccdseg.measure.mask import mask_hdu
+from ccdseg.measure.run_mask import apply_run_mask, read_run_mask
+from ccdseg.measure.summary import search_products, summary_table
 from ccdseg.measure.sections import find_sections
 from ccdseg.nn.normalize import normalization_stats
 from ccdseg.pipeline import runners
@@ -107,6 +115,7 @@ def output_paths(path, out_dir, labels=("",), find=None):
         Keys "seg", "csv", "reg", "png", and "find:<label>" per image with ``find``.
     """
     suffixes = {"seg": "_seg.fits", "csv": "_clusters.csv", "reg": "_clusters.reg", "png": ".png"}
+    suffixes["summary"] = "_summary.csv"  # search products (ccdseg.measure.summary)
     if find is not None:
         name = NAMES[class_id(find)].replace(" ", "_")
         for label in (labels if len(labels) > 1 else [""]):
@@ -291,9 +300,13 @@ def _primary_header(path):
 def _process(path, images, primary, paths, model, options):
     single = len(images) == 1
     label_hdus, prob_hdus, tables, panels, results = [], [], [], [], []
+    mask_hdus, summaries = [], []  # search products
     for image in images:
         data = _analysed_image(image)
         labels, probs, pedestal = _segment(data, model, options)
+        # --- search products: a run's defects relabel the segmentation (ccdseg.measure.run_mask) ---
+        defects = None if options.run_mask is None else read_run_mask(options.run_mask, image.label, data.shape)
+        labels = labels if defects is None else apply_run_mask(labels, defects)
         used_gain, source = resolve_gain(data, (image.header, primary), options.gain)
         tables.append(catalog.find_clusters(data, labels, probabilities=probs, gain=used_gain, pedestal=pedestal,
                                             hdu=image.label))
@@ -310,6 +323,12 @@ def _process(path, images, primary, paths, model, options):
         sections = find_sections(labels, options.find) if options.find is not None else []
         results.append(ImageResult(image.label, image.data.shape, plots.class_fractions(labels), len(tables[-1]),
                                    used_gain, source, sections))
+        # --- search products: mask, low-energy events, summary (ccdseg.measure.summary) ---
+        products = search_products(data, labels, tables[-1], gain=used_gain, headers=(image.header, primary),
+                                   hdu=image.label, run_defects=defects)
+        tables[-1] = products.catalog
+        mask_hdus.append(mask_hdu(products.mask, f"MASK{suffix}"))
+        summaries.append(products.summary)
 
     table = vstack(tables, metadata_conflicts="silent")
     provenance = fits.PrimaryHDU(header=image_header(primary))
@@ -325,12 +344,16 @@ def _process(path, images, primary, paths, model, options):
     provenance.header["CSINPUT"] = (path.name, "input file")
     clusters = fits.table_to_hdu(table)
     clusters.name = "CLUSTERS"
-    hdulist = fits.HDUList([provenance, *label_hdus, *prob_hdus, clusters])
+    summary = summary_table(summaries)
+    summary_hdu = fits.table_to_hdu(summary)
+    summary_hdu.name = "SUMMARY"
+    hdulist = fits.HDUList([provenance, *label_hdus, *prob_hdus, clusters, *mask_hdus, summary_hdu])
 
     with contextlib.ExitStack() as stack:
         temps = {role: stack.enter_context(atomic_path(target, options.overwrite)) for role, target in paths.items()}
         hdulist.writeto(temps["seg"], overwrite=True, checksum=True)
         table.write(temps["csv"], format="ascii.csv", overwrite=True)
+        summary.write(temps["summary"], format="ascii.csv", overwrite=True)
         Path(temps["reg"]).write_text(_region_text(tables, [image.label for image in images]))
         plots.plot_segmentation_panels(panels, temps["png"], title=path.name)
         for image, (_, _, labels) in zip(images, panels, strict=False):
