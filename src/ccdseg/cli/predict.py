@@ -45,6 +45,8 @@ def register(subparsers):
     parallel.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                           help="segment the files on an existing Dask cluster (inputs, outputs and model "
                                "on a file system shared with the workers)")
+    parser.add_argument("--run-mask", metavar="PATH",
+                        help="run-level defect map from `ccdseg mask`: its defects are masked and relabelled hot pixel")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -57,7 +59,7 @@ def run(args):
     options = ProcessOptions(method=args.method, hdu=hdu, probabilities=args.probabilities, find=args.find,
                              gain=args.gain, device=args.device, engine=args.engine, precision=args.precision,
                              tile_size=args.tile_size, cluster_threshold=args.cluster_threshold,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, run_mask=args.run_mask)
     results, failures = process_files(args.inputs, args.out_dir, options, model=args.model,
                                       progress=not args.no_progress, workers=args.workers,
                                       scheduler=args.scheduler)

@@ -94,7 +94,8 @@ def fit_dark(electrons, *, max_electrons=2):
     steps = np.maximum(np.abs(params) * 1e-3, 1e-6)
     steps[0] = max(min(params[0] * 0.05, 1e-3), 1e-7)
     try:
-        covariance = np.linalg.inv(_hessian(nll, params, steps))
+        with np.errstate(invalid="ignore"):  # a step below zero dark charge: infinite, the error is NaN
+            covariance = np.linalg.inv(_hessian(nll, params, steps))
         errors = np.sqrt(np.clip(np.diag(covariance), 0, None))
     except np.linalg.LinAlgError:
         errors = np.full(4, np.nan)

@@ -15,11 +15,13 @@ from ccdseg.checks import check_image
 from ccdseg.errors import ConfigError
 from ccdseg.measure.sections import structure
 
+#: Largest charge (e-) of a low-energy event: above it the segmentation's clusters are masked.
+LOW_ENERGY_MAX_E = 4
 #: Dark-only frames drawn by :func:`expected_dark_events` (their mean is reported).
 _REPEATS = 4
 
 
-def find_low_energy_events(electrons, mask, *, min_e=2, max_e=4, box=3):
+def find_low_energy_events(electrons, mask, *, min_e=2, max_e=LOW_ENERGY_MAX_E, box=3):
     """Pixels of the low-energy events of the exposed pixels of an image.
 
     Parameters
@@ -58,7 +60,7 @@ def find_low_energy_events(electrons, mask, *, min_e=2, max_e=4, box=3):
     return number[components]
 
 
-def expected_dark_events(mask, dark_e, noise_e, *, min_e=2, max_e=4, box=3, seed=0):
+def expected_dark_events(mask, dark_e, noise_e, *, min_e=2, max_e=LOW_ENERGY_MAX_E, box=3, seed=0):
     """Low-energy events that dark charge alone makes in the exposed pixels of ``mask``.
 
     Dark-only frames (Poisson ``dark_e`` electrons per pixel plus Gaussian ``noise_e``) with the same

@@ -93,7 +93,7 @@ def mask_hdu(mask, name="MASK", header=None):
     return hdu
 
 
-def build_mask(electrons, labels, *, options=None, segments=None, run_defects=None):
+def build_mask(electrons, labels, *, options=None, segments=None, run_defects=None, low_energy_e=None):
     """The analysis bitmask of one image.
 
     Parameters
@@ -109,6 +109,9 @@ def build_mask(electrons, labels, *, options=None, segments=None, run_defects=No
         every segment. Default one segment, the whole image (no cross-talk).
     run_defects : ndarray (H, W) of bool, optional
         Defects of the run (:func:`ccdseg.measure.run_mask.build_run_mask`).
+    low_energy_e : float, optional
+        In a frame resolving electrons, clusters holding at most this charge (e-) stay exposed: single dark
+        electrons and the low-energy events are what a search counts there. Default: every cluster is masked.
 
     Returns
     -------
@@ -123,6 +126,10 @@ def build_mask(electrons, labels, *, options=None, segments=None, run_defects=No
     mask = np.zeros(electrons.shape, np.uint16)
 
     cluster = labels == CLUSTER
+    if low_energy_e is not None:
+        components, n = ndimage.label(cluster, structure=structure(2))
+        total = np.r_[0.0, ndimage.sum_labels(charge, components, np.arange(1, n + 1))] if n else np.zeros(1)
+        cluster &= total[components] > low_energy_e
     mask[cluster] |= BIT["cluster"]
     mask[halo(charge, cluster, options)] |= BIT["halo"]
     bright = charge >= options.bleed_e

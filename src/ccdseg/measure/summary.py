@@ -16,7 +16,7 @@ from ccdseg.calib.electrons import to_electrons
 from ccdseg.classes import BACKGROUND, CLUSTER
 from ccdseg.measure import catalog
 from ccdseg.measure.dark import fit_dark_by_rows
-from ccdseg.measure.low_energy import expected_dark_events, find_low_energy_events
+from ccdseg.measure.low_energy import LOW_ENERGY_MAX_E, expected_dark_events, find_low_energy_events
 from ccdseg.measure.mask import build_mask
 
 #: Summary columns: name -> description (units in brackets). -1 in the counts: the frame does not resolve electrons.
@@ -37,6 +37,8 @@ SUMMARY_COLUMNS = {
     "readout_s": "[s] readout time from the header (READOUT_SEC); 0 when absent",
     "dark_e_per_day": "[e-/pix/day] dark_e over exposure_s + readout_s / 2 (the mean pixel's wait)",
 }
+#: Largest relative error of a fitted peak spacing that replaces the gain used.
+_GAIN_FIT_TOLERANCE = 0.05
 #: Keys of the exposure and of the readout time (s), first match wins.
 EXPOSURE_KEYS = ("EXPOSURE", "EXPTIME")
 READOUT_KEYS = ("READOUT_SEC",)
@@ -111,7 +113,8 @@ def search_products(image, labels, clusters, *, gain, headers=(), hdu="", segmen
         electrons, resolved = np.where(np.isfinite(image), 0.0, np.nan), False
     else:
         electrons, resolved = to_electrons(image, gain)
-    mask = build_mask(electrons, labels, options=mask_options, segments=segments, run_defects=run_defects)
+    mask = build_mask(electrons, labels, options=mask_options, segments=segments, run_defects=run_defects,
+                      low_energy_e=LOW_ENERGY_MAX_E + 0.5 if resolved else None)
     exposed = mask == 0
     values = electrons[exposed & np.isfinite(electrons)]
     row = {"hdu": hdu, "gain": np.nan if gain is None else gain, "gain_err": np.nan,
@@ -121,7 +124,9 @@ def search_products(image, labels, clusters, *, gain, headers=(), hdu="", segmen
         fit = fit_dark_by_rows(electrons, ~exposed)
         events = find_low_energy_events(electrons, mask)
         rounded = np.round(values)
-        row.update(gain=gain * fit.gain_scale, gain_err=gain * fit.gain_scale_err, noise_e=fit.noise_e,
+        if fit.gain_scale_err < _GAIN_FIT_TOLERANCE:  # else too few electrons to measure the peak spacing
+            row.update(gain=gain * fit.gain_scale, gain_err=gain * fit.gain_scale_err)
+        row.update(noise_e=fit.noise_e,
                    dark_e=fit.dark_e, dark_e_err=fit.dark_e_err,
                    **{f"n_{k}e": int(np.count_nonzero(rounded == k)) for k in range(5)},
                    n_low_energy=int(events.max()),

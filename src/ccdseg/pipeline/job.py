@@ -62,8 +62,8 @@ from ccdseg.io.regions import region_file_text
 from ccdseg.measure import catalog
 from ccdseg.measure.mask import mask_hdu
 from ccdseg.measure.run_mask import apply_run_mask, read_run_mask
-from ccdseg.measure.summary import search_products, summary_table
 from ccdseg.measure.sections import find_sections
+from ccdseg.measure.summary import search_products, summary_table
 from ccdseg.nn.normalize import normalization_stats
 from ccdseg.pipeline import runners
 from ccdseg.pipeline.options import ProcessOptions
