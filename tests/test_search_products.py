@@ -1,4 +1,4 @@
-"""Search products: the analysis mask bit by bit, the dark-charge fit, low-energy events, run masks, pipeline outputs."""
+"""Search products: each mask bit, the dark-charge fit, low-energy events, run masks, pipeline outputs."""
 
 import numpy as np
 import pytest
@@ -11,8 +11,14 @@ from ccdseg.cli import main
 from ccdseg.measure.dark import fit_dark, fit_dark_by_rows
 from ccdseg.measure.low_energy import expected_dark_events, find_low_energy_events
 from ccdseg.measure.mask import BIT, MASK_BITS, MaskOptions, build_mask, mask_hdu
-from ccdseg.measure.run_mask import (COLUMN_DEFECT, PIXEL_DEFECT, apply_run_mask, defect_map, read_run_mask,
-                                     write_run_mask)
+from ccdseg.measure.run_mask import (
+    COLUMN_DEFECT,
+    PIXEL_DEFECT,
+    apply_run_mask,
+    defect_map,
+    read_run_mask,
+    write_run_mask,
+)
 from ccdseg.measure.summary import SUMMARY_COLUMNS
 from ccdseg.pipeline.job import process_file
 from ccdseg.sim.config import load_config

@@ -182,7 +182,7 @@ def serial_rows(labels, segments, min_px):
 
 def hot_columns(charge, labels, masked, options):
     """Columns whose quiet pixels hold more charge than the frame's columns, or that are mostly hot pixels."""
-    quiet = ~masked & (labels != HOT_PIXEL)
+    quiet = ~masked & (labels != HOT_PIXEL) & (labels != CLUSTER)
     counts = quiet.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = np.where(quiet, charge, 0.0).sum(axis=0) / counts
@@ -192,8 +192,10 @@ def hot_columns(charge, labels, masked, options):
         return result
     centre = np.median(means[valid])
     spread = 1.4826 * np.median(np.abs(means[valid] - centre))
-    # a column of Poisson pixels: the spread of a column mean is sqrt(dark / rows) even when the MAD is 0
-    spread = max(spread, np.sqrt(max(centre, 0.0) / np.median(counts[valid])), 1e-3)
+    # a column of Poisson pixels: the spread of a column mean is sqrt(dark / rows) even when the MAD is 0,
+    # and at least that of one electron, so that a few stray electrons in an empty frame make no hot column
+    rows = np.median(counts[valid])
+    spread = max(spread, np.sqrt(max(centre, 1.0 / rows) / rows))
     return result | (valid & (means > centre + options.hot_column_sigma * spread))
 
 
