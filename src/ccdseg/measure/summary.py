@@ -25,7 +25,7 @@ SUMMARY_COLUMNS = {
     "gain": "[ADU/e-] gain (fitted peak spacing for frames resolving electrons, else the gain used)",
     "gain_err": "[ADU/e-] 1-sigma error of the fitted gain; NaN when not fitted",
     "noise_e": "[e-] readout noise",
-    "dark_e": "[e-/pix] dark charge of the exposed pixels (fit of the 0-2 e- peaks, else their mean)",
+    "dark_e": "[e-/pix] dark charge of the exposed non-cluster pixels (fit of the 0-2 e- peaks, else mean)",
     "dark_e_err": "[e-/pix] 1-sigma statistical error of dark_e",
     "exposed_pix": "pixels with no mask bit set",
     "masked_fraction": "share of the pixels with a mask bit set",
@@ -121,7 +121,8 @@ def search_products(image, labels, clusters, *, gain, headers=(), hdu="", segmen
            "exposed_pix": int(exposed.sum()), "masked_fraction": float(1 - exposed.mean()), "resolved": resolved}
     events = np.zeros(image.shape, np.int32)
     if resolved:
-        fit = fit_dark_by_rows(electrons, ~exposed)
+        # exposed clusters (<= 4 e-) are events to count, not dark charge
+        fit = fit_dark_by_rows(electrons, ~exposed | (np.asarray(labels) == CLUSTER))
         events = find_low_energy_events(electrons, mask)
         rounded = np.round(values)
         if fit.gain_scale_err < _GAIN_FIT_TOLERANCE:  # else too few electrons to measure the peak spacing
