@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.table import Column, Table, vstack
+from scipy import ndimage
 
 from ccdseg.calib.background import robust_sigma
 from ccdseg.calib.electrons import to_electrons
@@ -18,6 +19,7 @@ from ccdseg.measure import catalog
 from ccdseg.measure.dark import fit_dark_by_rows
 from ccdseg.measure.low_energy import LOW_ENERGY_MAX_E, expected_dark_events, find_low_energy_events
 from ccdseg.measure.mask import build_mask
+from ccdseg.measure.sections import structure
 
 #: Summary columns: name -> description (units in brackets). -1 in the counts: the frame does not resolve electrons.
 SUMMARY_COLUMNS = {
@@ -25,7 +27,7 @@ SUMMARY_COLUMNS = {
     "gain": "[ADU/e-] gain (fitted peak spacing for frames resolving electrons, else the gain used)",
     "gain_err": "[ADU/e-] 1-sigma error of the fitted gain; NaN when not fitted",
     "noise_e": "[e-] readout noise",
-    "dark_e": "[e-/pix] dark charge of the exposed non-cluster pixels (fit of the 0-2 e- peaks, else mean)",
+    "dark_e": "[e-/pix] dark charge of the exposed pixels outside clusters (fit of the 0-2 e- peaks, else mean)",
     "dark_e_err": "[e-/pix] 1-sigma statistical error of dark_e",
     "exposed_pix": "pixels with no mask bit set",
     "masked_fraction": "share of the pixels with a mask bit set",
@@ -121,8 +123,7 @@ def search_products(image, labels, clusters, *, gain, headers=(), hdu="", segmen
            "exposed_pix": int(exposed.sum()), "masked_fraction": float(1 - exposed.mean()), "resolved": resolved}
     events = np.zeros(image.shape, np.int32)
     if resolved:
-        # exposed clusters (<= 4 e-) are events to count, not dark charge
-        fit = fit_dark_by_rows(electrons, ~exposed | (np.asarray(labels) == CLUSTER))
+        fit = fit_dark_by_rows(electrons, ~exposed | _event_pixels(labels))
         events = find_low_energy_events(electrons, mask)
         rounded = np.round(values)
         if fit.gain_scale_err < _GAIN_FIT_TOLERANCE:  # else too few electrons to measure the peak spacing
@@ -143,6 +144,17 @@ def search_products(image, labels, clusters, *, gain, headers=(), hdu="", segmen
     row["readout_s"] = 0.0 if np.isnan(readout) else readout
     row["dark_e_per_day"] = row["dark_e"] / ((row["exposure_s"] + row["readout_s"] / 2) / 86400.0)
     return SearchProducts(mask, electrons, row, _with_low_energy(image, electrons, clusters, events, gain, hdu))
+
+
+def _event_pixels(labels):
+    """Cluster pixels in components of two or more: events to count, not dark charge.
+
+    A lone cluster pixel may be a dark electron that a thresholding segmentation calls a cluster.
+    """
+    components, n = ndimage.label(np.asarray(labels) == CLUSTER, structure=structure(2))
+    size = np.bincount(components.ravel(), minlength=n + 1)
+    size[0] = 0
+    return size[components] >= 2
 
 
 def _with_low_energy(image, electrons, clusters, events, gain, hdu):
