@@ -143,7 +143,7 @@ def tables(runs, sample, n_frames, size, seconds):
                      f"{r['dark_e']:.4f} +- {r['dark_e_err']:.4f} | {r['zero_peak']:.4f} | {r['ratio']:.3f} | "
                      f"{r['zero_peak_all']:.3f} | {r['per_day']:.1f} | {r['low_energy']} | "
                      f"{r['low_energy_dark']:.0f} |")
-    lines += ["", f"{seconds:.0f} s on 2 cores AMD EPYC Zen 4, 24 GiB, torch 2.13 CPU.",
+    lines += ["", f"{seconds:.0f} s wall time on 2 cores AMD EPYC Zen 4, 24 GiB, torch 2.13 CPU.",
               "Command: `python benchmarks/search_products.py --write`"]
     return "\n".join(lines) + "\n"
 
