@@ -36,16 +36,18 @@ def test_damicm_sample_end_to_end(damicm_sample, tiny_model, tmp_path):
     stem = "damicm_module_test"
     names = ["CCD_A", "CCD_B", "CCD_D", "CCD_C"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"{stem}_seg.fits", f"{stem}_clusters.csv", f"{stem}.png", *(f"{stem}_clusters_{n}.reg" for n in names)])
+        [f"{stem}_seg.fits", f"{stem}_clusters.csv", f"{stem}.png", f"{stem}_summary.csv",
+         *(f"{stem}_clusters_{n}.reg" for n in names)])
     with fits.open(damicm_sample) as raw, fits.open(tmp_path / f"{stem}_seg.fits") as seg:
-        assert [h.name for h in seg] == ["PRIMARY", *(f"LABELS_{n}" for n in names), "CLUSTERS"]
+        assert [h.name for h in seg] == ["PRIMARY", *(f"LABELS_{n}" for n in names), "CLUSTERS",
+                                         *(f"MASK_{n}" for n in names), "SUMMARY"]
         assert seg[0].data is None
         assert seg[0].header["PRESCAN"] == 8 and seg[0].header["NDCM"] == 500  # input primary keys
         assert seg[0].header["CSMODEL"] == "tiny.pt" and seg[0].header["CSMETHOD"] == "network"
         assert seg[0].header["CSCLTHR"] == "argmax"
         assert seg[0].header["CCDSEGV"]
         clusters = Table.read(seg["CLUSTERS"])
-        assert clusters.colnames == list(CATALOG_COLUMNS)
+        assert clusters.colnames == [*CATALOG_COLUMNS, "low_energy"]  # low-energy events: ccdseg.measure.summary
         assert set(clusters["hdu"]) <= set(names)
         for name in names:
             labels = seg[f"LABELS_{name}"].data
@@ -78,9 +80,10 @@ def test_single_image_contract(tiny_model, tmp_path):
     result = process_file(path, tmp_path / "out", model=tiny_model, probabilities=True, find="cluster")
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["run7_seg.fits", "run7_clusters.csv", "run7_clusters.reg", "run7.png", "run7_find_cluster.png"])
+        ["run7_seg.fits", "run7_clusters.csv", "run7_clusters.reg", "run7.png", "run7_find_cluster.png",
+         "run7_summary.csv"])
     with fits.open(out / "run7_seg.fits") as seg:
-        assert [h.name for h in seg] == ["PRIMARY", "LABELS", "PROB", "CLUSTERS"]
+        assert [h.name for h in seg] == ["PRIMARY", "LABELS", "PROB", "CLUSTERS", "MASK", "SUMMARY"]
         assert seg["LABELS"].header["OBSERVER"] == "me" and seg["LABELS"].header["GAIN"] == 2.5
         assert seg["LABELS"].header["GAINSRC"] == "header" and seg["LABELS"].header["GAINUSED"] == 2.5
         probabilities = seg["PROB"].data
@@ -115,7 +118,7 @@ def test_datasec_and_non_finite_pixels_are_background(tiny_model, tmp_path):
     fits.HDUList([fits.PrimaryHDU(), hdu, fits.ImageHDU(image, name="AMP2")]).writeto(tmp_path / "x.fits")
     process_file(tmp_path / "x.fits", tmp_path / "out", model=tiny_model, hdu="AMP1")
     with fits.open(tmp_path / "out" / "x_seg.fits") as seg:
-        assert [h.name for h in seg] == ["PRIMARY", "LABELS", "CLUSTERS"]
+        assert [h.name for h in seg] == ["PRIMARY", "LABELS", "CLUSTERS", "MASK", "SUMMARY"]
         labels = seg["LABELS"].data
     assert np.all(labels[:, :8] == BACKGROUND) and np.all(labels[38:] == BACKGROUND)
     assert labels[5, 20] == BACKGROUND

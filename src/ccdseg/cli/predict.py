@@ -58,6 +58,8 @@ def register(subparsers):
     parallel.add_argument("--scheduler", metavar="tcp://HOST:PORT",
                           help="segment the files on an existing Dask cluster (inputs, outputs and model "
                                "on a file system shared with the workers)")
+    parser.add_argument("--run-mask", metavar="PATH",
+                        help="run-level defect map from `ccdseg mask`: its defects are masked and relabelled hot pixel")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -72,7 +74,7 @@ def run(args):
     options = ProcessOptions(method=args.method, hdu=hdu, probabilities=args.probabilities, find=args.find,
                              gain=args.gain, device=args.device, engine=args.engine, precision=args.precision,
                              tile_size=args.tile_size, cluster_threshold=args.cluster_threshold,
-                             overwrite=args.overwrite, skip_existing=args.skip_existing)
+                             overwrite=args.overwrite, skip_existing=args.skip_existing, run_mask=args.run_mask)
     inputs, derived = split_derived(args.inputs)
     if derived:
         print(f"skipping {len(derived)} file(s) named *_truth or *_seg (simulation truth or ccdseg outputs, "

@@ -15,8 +15,13 @@ For an input ``NAME.fits`` (or ``.fit``, ``.fits.fz``, ``.fz``, ``.fits.gz``) th
     (``PROB`` / ``PROB_<EXTNAME>``) whose ``PLANE1``..``PLANE4`` name the class of each plane.
     Last, the table ``CLUSTERS``: :func:`ccdseg.measure.catalog.find_clusters` of every image,
     concatenated; ``id`` runs 1..N over the whole file and the ``hdu`` column names the image.
+    Then the search products (:mod:`ccdseg.measure.summary`): a uint16 bitmask per image (``MASK`` /
+    ``MASK_<EXTNAME>``, bits named ``MASKBn`` in its header), the low-energy events appended to
+    ``CLUSTERS`` (column ``low_energy``), and the table ``SUMMARY``, one row per image.
 ``NAME_clusters.csv``
     The same catalogue as CSV.
+``NAME_summary.csv``
+    The ``SUMMARY`` table as CSV.
 ``NAME_clusters.reg``
     DS9 regions (:func:`ccdseg.io.regions.region_file_text`): the bounding box of every cluster,
     coloured by flag, labelled with its energy (keV) or id. One file per image for files with
@@ -65,7 +70,10 @@ from ccdseg.io import output_paths as files
 from ccdseg.io.atomic import atomic_paths, recover_group
 from ccdseg.io.regions import region_file_text
 from ccdseg.measure import catalog
+from ccdseg.measure.mask import mask_hdu
+from ccdseg.measure.run_mask import apply_run_mask, read_run_mask
 from ccdseg.measure.sections import find_sections
+from ccdseg.measure.summary import search_products, summary_table
 from ccdseg.nn.normalize import normalization_stats
 from ccdseg.pipeline import batch, runners
 from ccdseg.pipeline.options import ProcessOptions
@@ -123,7 +131,7 @@ def output_paths(path, out_dir, labels=("",), find=None):
         "reg:<label>" and, with ``find``, "find:<label>".
     """
     per_image = labels if len(labels) > 1 else [""]
-    suffixes = {"seg": "_seg.fits", "csv": "_clusters.csv", "png": ".png"}
+    suffixes = {"seg": "_seg.fits", "csv": "_clusters.csv", "summary": "_summary.csv", "png": ".png"}
     for label in per_image:
         suffixes[f"reg:{label}"] = f"_clusters{'_' + label if label else ''}.reg"
     if find is not None:
@@ -382,9 +390,13 @@ def _clusters_hdu(table):
 def _process(path, images, primary, paths, model, options, progress=False):
     single = len(images) == 1
     label_hdus, prob_hdus, tables, panels, results = [], [], [], [], []
+    mask_hdus, summaries = [], []  # search products
     for image in images:
         data = _analysed_image(image)
         labels, probs, pedestal = _segment(data, model, options, progress)
+        # --- search products: a run's defects relabel the segmentation (ccdseg.measure.run_mask) ---
+        defects = None if options.run_mask is None else read_run_mask(options.run_mask, image.label, data.shape)
+        labels = labels if defects is None else apply_run_mask(labels, defects)
         used_gain, source = resolve_gain(data, (image.header, primary), options.gain)
         tables.append(catalog.find_clusters(data, labels, probabilities=probs, gain=used_gain, pedestal=pedestal,
                                             hdu=image.label))
@@ -398,6 +410,12 @@ def _process(path, images, primary, paths, model, options, progress=False):
         sections = find_sections(labels, options.find) if options.find is not None else []
         results.append(ImageResult(image.label, image.data.shape, plots.class_fractions(labels), len(tables[-1]),
                                    used_gain, source, sections))
+        # --- search products: mask, low-energy events, summary (ccdseg.measure.summary) ---
+        products = search_products(data, labels, tables[-1], gain=used_gain, headers=(image.header, primary),
+                                   hdu=image.label, run_defects=defects)
+        tables[-1] = products.catalog
+        mask_hdus.append(mask_hdu(products.mask, f"MASK{suffix}"))
+        summaries.append(products.summary)
 
     table = vstack(tables, metadata_conflicts="silent")
     table["id"] = np.arange(1, len(table) + 1, dtype=table["id"].dtype)  # unique over the file's images
@@ -412,11 +430,15 @@ def _process(path, images, primary, paths, model, options, progress=False):
         provenance.header["CSCLTHR"] = ("argmax" if options.cluster_threshold is None else options.cluster_threshold,
                                         "cluster decision: argmax or min probability")
     provenance.header["CSINPUT"] = (path.name, "input file")
-    hdulist = fits.HDUList([provenance, *label_hdus, *prob_hdus, _clusters_hdu(table)])
+    summary = summary_table(summaries)
+    summary_hdu = fits.table_to_hdu(summary)
+    summary_hdu.name = "SUMMARY"
+    hdulist = fits.HDUList([provenance, *label_hdus, *prob_hdus, _clusters_hdu(table), *mask_hdus, summary_hdu])
 
     with atomic_paths(paths, options.overwrite) as temps:
         hdulist.writeto(temps["seg"], overwrite=True, checksum=True)
         table.write(temps["csv"], format="ascii.csv", overwrite=True)
+        summary.write(temps["summary"], format="ascii.csv", overwrite=True)
         plots.plot_segmentation_panels(panels, temps["png"], title=path.name)
         for image, (_, _, labels) in zip(images, panels, strict=True):
             label = "" if single else image.label

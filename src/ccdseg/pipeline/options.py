@@ -2,6 +2,7 @@
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 from ccdseg.calib.gain import check_gain
 from ccdseg.classes import class_id
@@ -46,6 +47,9 @@ class ProcessOptions:
     skip_existing : bool
         In :func:`~ccdseg.pipeline.job.process_files`, skip the files that the run log of the
         output directory lists as done and whose outputs all exist (resume an interrupted batch).
+    run_mask : str or Path, optional
+        Run-level defect map (``ccdseg mask``) applied to every image: its defects are masked and
+        relabelled (:func:`ccdseg.measure.run_mask.apply_run_mask`).
 
     Raises
     ------
@@ -65,6 +69,7 @@ class ProcessOptions:
     cluster_threshold: float | None = None
     overwrite: bool = False
     skip_existing: bool = False
+    run_mask: str | Path | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -86,6 +91,8 @@ class ProcessOptions:
         if isinstance(self.tile_size, bool) or not isinstance(self.tile_size, int) or self.tile_size < 1:
             raise ConfigError(f"tile size must be a positive whole number of pixels, got {self.tile_size!r}")
         object.__setattr__(self, "gain", check_gain(self.gain))
+        if self.run_mask is not None and not Path(self.run_mask).is_file():
+            raise ConfigError(f"run_mask: {self.run_mask}: no such file")
         if self.find is not None:
             try:
                 object.__setattr__(self, "find", class_id(self.find))

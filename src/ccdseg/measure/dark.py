@@ -1,0 +1,155 @@
+"""Dark charge of the unmasked pixels: a fit of the electron peaks, as SENSEI and DAMIC-M measure it.
+
+In a frame that resolves electrons the charge histogram of quiet pixels is a Poisson distribution of
+whole electrons, each smeared by the readout noise: ``sum_k Pois(k; dark) N(x; offset + k g, noise)``.
+A plain mean of the pixels is pulled up by every unmasked bit of event charge and by the tail of the
+noise; a fit of the 0, 1, 2 e- peaks alone (normalised over the fitted range, so pixels beyond it do
+not count) is not, and its curvature gives the uncertainty.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+from scipy import optimize, special, stats
+
+DarkFit = namedtuple("DarkFit", "dark_e dark_e_err noise_e gain_scale gain_scale_err offset_e")
+DarkFit.__doc__ = """Result of :func:`fit_dark`: dark charge (e-/pix) and its 1-sigma error, readout noise (e-),
+the factor by which the peak spacing differs from the gain used (and its error), the 0 e- peak position (e-)."""
+
+#: Histogram bin width (e-).
+_BIN_E = 0.02
+#: Most Poisson terms summed in the model beyond the fitted range (their tails reach into it).
+_EXTRA_TERMS = 3
+
+
+def _model(params, edges, n_terms):
+    """Share of the pixels in each bin of ``edges`` (normalised over the fitted range)."""
+    dark, offset, scale, noise = params
+    k = np.arange(n_terms)[:, None]
+    cdf = stats.norm.cdf((edges[None, :] - offset - k * scale) / noise)
+    log_weights = k[:, 0] * np.log(max(dark, 1e-300)) - dark - special.gammaln(k[:, 0] + 1)
+    shares = np.exp(log_weights) @ np.diff(cdf, axis=1)
+    return shares / max(shares.sum(), 1e-300)
+
+
+def _neg_log_likelihood(params, edges, counts, n_terms):
+    if params[0] < 0 or params[2] <= 0 or params[3] <= 0:
+        return np.inf
+    return -np.sum(counts * np.log(np.maximum(_model(params, edges, n_terms), 1e-300)))
+
+
+def _hessian(function, x, steps):
+    """Central finite-difference Hessian of ``function`` at ``x``."""
+    n = x.size
+    hessian = np.empty((n, n))
+    for i in range(n):
+        for j in range(i, n):
+            shifted = []
+            for si, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                y = x.copy()
+                y[i] += si * steps[i]
+                y[j] += sj * steps[j]
+                shifted.append(function(y))
+            second = (shifted[0] - shifted[1] - shifted[2] + shifted[3]) / (4 * steps[i] * steps[j])
+            hessian[i, j] = hessian[j, i] = second
+    return hessian
+
+
+def fit_dark(electrons, *, max_electrons=2):
+    """Fit the dark charge, noise and peak spacing to the 0 ... ``max_electrons`` e- peaks of quiet pixels.
+
+    Parameters
+    ----------
+    electrons : ndarray
+        Pedestal-subtracted charge of the unmasked pixels (e-) of a frame that resolves electrons
+        (:func:`ccdseg.calib.electrons.to_electrons`); non-finite values are ignored.
+    max_electrons : int
+        Highest peak fitted (e-); pixels above ``max_electrons + 0.5`` e- are left out and the model
+        normalised over the fitted range.
+
+    Returns
+    -------
+    DarkFit
+        NaN entries when fewer than 10 pixels lie in the fitted range.
+    """
+    values = np.asarray(electrons, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    edges = np.arange(-0.5, max_electrons + 0.5 + _BIN_E / 2, _BIN_E)
+    counts, _ = np.histogram(values, bins=edges)
+    if counts.sum() < 10:
+        return DarkFit(*[np.nan] * 6)
+    rounded = np.round(values[(values > edges[0]) & (values < edges[-1])])
+    n0, n1 = np.count_nonzero(rounded == 0), np.count_nonzero(rounded == 1)
+    core = values[np.abs(values) < 0.5]
+    start = np.array([max(n1 / max(n0, 1), 1e-4), np.mean(core) if core.size else 0.0, 1.0,
+                      max(np.std(core), 0.02) if core.size else 0.1])
+    n_terms = max_electrons + 1 + _EXTRA_TERMS
+
+    def nll(params):
+        return _neg_log_likelihood(params, edges, counts, n_terms)
+
+    best = optimize.minimize(nll, start, method="Nelder-Mead",
+                             options={"xatol": 1e-7, "fatol": 1e-6, "maxiter": 4000, "maxfev": 8000})
+    params = best.x
+    steps = np.maximum(np.abs(params) * 1e-3, 1e-6)
+    steps[0] = max(min(params[0] * 0.05, 1e-3), 1e-7)
+    try:
+        with np.errstate(invalid="ignore"):  # a step below zero dark charge: infinite, the error is NaN
+            covariance = np.linalg.inv(_hessian(nll, params, steps))
+        errors = np.sqrt(np.clip(np.diag(covariance), 0, None))
+    except np.linalg.LinAlgError:
+        errors = np.full(4, np.nan)
+    dark, offset, scale, noise = params
+    return DarkFit(float(dark), float(errors[0]), float(noise), float(scale), float(errors[2]), float(offset))
+
+
+#: One-electron pixels a band of rows needs for its own fit in :func:`fit_dark_by_rows`.
+_BAND_ONE_E = 200
+#: Fewest rows of a band.
+_BAND_MIN_ROWS = 32
+
+
+def fit_dark_by_rows(electrons, mask=None, *, max_electrons=2):
+    """:func:`fit_dark` of the unmasked pixels, with the dark charge fitted in bands of rows and averaged.
+
+    Dark charge grows with the time a row waits to be read (a warm DAMIC-M module goes from 0.3 to
+    1.5 e-/pix across 320 rows), and a mixture of Poisson distributions is no Poisson distribution: one
+    fit of the whole frame lands below its mean. Bands hold about 200 one-electron pixels each
+    (at least 32 rows), and ``dark_e`` is their pixel-weighted mean.
+
+    Parameters
+    ----------
+    electrons : ndarray (H, W)
+        Charge per pixel (e-), resolving electrons.
+    mask : ndarray (H, W) of bool or int, optional
+        Non-zero where a pixel is masked (left out).
+    max_electrons : int
+        Highest peak fitted (e-).
+
+    Returns
+    -------
+    DarkFit
+        Noise, gain scale and offset of the whole-frame fit; dark charge and its error from the bands.
+    """
+    electrons = np.asarray(electrons, dtype=np.float64)
+    keep = np.isfinite(electrons) if mask is None else np.isfinite(electrons) & (np.asarray(mask) == 0)
+    whole = fit_dark(electrons[keep], max_electrons=max_electrons)
+    if not np.isfinite(whole.dark_e):
+        return whole
+    height = electrons.shape[0]
+    n_bands = int(np.clip(whole.dark_e * keep.sum() / _BAND_ONE_E, 1, max(height // _BAND_MIN_ROWS, 1)))
+    if n_bands == 1:
+        return whole
+    bounds = np.linspace(0, height, n_bands + 1).astype(int)
+    fits, weights = [], []
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        band = fit_dark(electrons[start:stop][keep[start:stop]], max_electrons=max_electrons)
+        if np.isfinite(band.dark_e) and np.isfinite(band.dark_e_err):
+            fits.append(band)
+            weights.append(keep[start:stop].sum())
+    if not fits:
+        return whole
+    weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    dark = float(np.sum(weights * [band.dark_e for band in fits]))
+    error = float(np.sqrt(np.sum((weights * [band.dark_e_err for band in fits]) ** 2)))
+    return whole._replace(dark_e=dark, dark_e_err=error)

@@ -1,0 +1,180 @@
+"""Search products of one image: its analysis mask, its low-energy events and a summary of its exposure.
+
+From the segmentation to a clean exposure: :func:`ccdseg.measure.mask.build_mask` masks everything
+that is not quiet background; in the exposed pixels the electron peaks give the dark charge
+(:func:`ccdseg.measure.dark.fit_dark_by_rows`), the pixel counts by electrons, and the 2-4 e- events
+(:mod:`ccdseg.measure.low_energy`) with the number dark charge alone would make.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.table import Column, Table, vstack
+from scipy import ndimage
+
+from ccdseg.calib.background import robust_sigma
+from ccdseg.calib.electrons import to_electrons
+from ccdseg.classes import BACKGROUND, CLUSTER
+from ccdseg.measure import catalog
+from ccdseg.measure.dark import fit_dark_by_rows
+from ccdseg.measure.low_energy import LOW_ENERGY_MAX_E, expected_dark_events, find_low_energy_events
+from ccdseg.measure.mask import build_mask
+from ccdseg.measure.sections import structure
+
+#: Summary columns: name -> description (units in brackets). -1 in the counts: the frame does not resolve electrons.
+SUMMARY_COLUMNS = {
+    "hdu": "name of the image extension",
+    "gain": "[ADU/e-] gain (fitted peak spacing for frames resolving electrons, else the gain used)",
+    "gain_err": "[ADU/e-] 1-sigma error of the fitted gain; NaN when not fitted",
+    "noise_e": "[e-] readout noise",
+    "dark_e": "[e-/pix] dark charge of the exposed pixels outside clusters (fit of the 0-2 e- peaks, else mean)",
+    "dark_e_err": "[e-/pix] 1-sigma statistical error of dark_e",
+    "exposed_pix": "pixels with no mask bit set",
+    "masked_fraction": "share of the pixels with a mask bit set",
+    "resolved": "the frame resolves single electrons",
+    **{f"n_{k}e": f"exposed pixels holding {k} e- (rounded); -1 when not resolved" for k in range(5)},
+    "n_low_energy": "2-4 e- events in the exposed pixels; -1 when not resolved",
+    "n_low_energy_dark": "2-4 e- events expected from dark-charge coincidences; NaN when not resolved",
+    "exposure_s": "[s] exposure from the header (EXPOSURE or EXPTIME); NaN when absent",
+    "readout_s": "[s] readout time from the header (READOUT_SEC); 0 when absent",
+    "dark_e_per_day": "[e-/pix/day] dark_e over exposure_s + readout_s / 2 (the mean pixel's wait)",
+}
+#: Largest relative error of a fitted peak spacing that replaces the gain used.
+_GAIN_FIT_TOLERANCE = 0.05
+#: Keys of the exposure and of the readout time (s), first match wins.
+EXPOSURE_KEYS = ("EXPOSURE", "EXPTIME")
+READOUT_KEYS = ("READOUT_SEC",)
+
+
+@dataclass
+class SearchProducts:
+    """The search products of one image.
+
+    Attributes
+    ----------
+    mask : ndarray (H, W) uint16
+        Analysis bitmask (:data:`ccdseg.measure.mask.MASK_BITS`).
+    electrons : ndarray (H, W) float64
+        Pedestal-subtracted charge (e-); zeros when the gain is unknown.
+    summary : dict
+        One row of :data:`SUMMARY_COLUMNS`.
+    catalog : astropy.table.Table
+        The cluster catalogue followed by the low-energy events, with a bool column ``low_energy``.
+    """
+
+    mask: np.ndarray
+    electrons: np.ndarray
+    summary: dict
+    catalog: Table
+
+
+def header_seconds(headers, keys):
+    """The first of ``keys`` found in ``headers`` as seconds, or NaN."""
+    for header in headers:
+        for key in keys:
+            if header is not None and key in header:
+                try:
+                    return float(header[key])
+                except (TypeError, ValueError):
+                    continue
+    return np.nan
+
+
+def search_products(image, labels, clusters, *, gain, headers=(), hdu="", segments=None, run_defects=None,
+                    mask_options=None, seed=0):
+    """Mask, low-energy events and summary of one segmented image.
+
+    Parameters
+    ----------
+    image : ndarray (H, W)
+        Raw image in ADU, NaN outside the data section.
+    labels : ndarray (H, W) of int
+        Its segmentation.
+    clusters : astropy.table.Table
+        Its cluster catalogue (:func:`ccdseg.measure.catalog.find_clusters`).
+    gain : float or None
+        Gain (ADU/e-). Without it only the segmentation and edge bits are set and the charges are NaN.
+    headers : sequence of astropy.io.fits.Header
+        Where to look for the exposure and readout time (the image's, then the primary).
+    hdu : str
+        Name of the image, copied into the summary and the low-energy rows.
+    segments : list of (slice, slice), optional
+        Amplifier segments (see :func:`ccdseg.measure.mask.build_mask`).
+    run_defects : ndarray (H, W) of bool, optional
+        Run-level defects to mask.
+    mask_options : MaskOptions, optional
+    seed : int
+        Seed of the dark-only frames of the expected low-energy count.
+
+    Returns
+    -------
+    SearchProducts
+    """
+    image = np.asarray(image, dtype=np.float64)
+    if gain is None:
+        electrons, resolved = np.where(np.isfinite(image), 0.0, np.nan), False
+    else:
+        electrons, resolved = to_electrons(image, gain)
+    mask = build_mask(electrons, labels, options=mask_options, segments=segments, run_defects=run_defects,
+                      low_energy_e=LOW_ENERGY_MAX_E + 0.5 if resolved else None)
+    exposed = mask == 0
+    values = electrons[exposed & np.isfinite(electrons)]
+    row = {"hdu": hdu, "gain": np.nan if gain is None else gain, "gain_err": np.nan,
+           "exposed_pix": int(exposed.sum()), "masked_fraction": float(1 - exposed.mean()), "resolved": resolved}
+    events = np.zeros(image.shape, np.int32)
+    if resolved:
+        fit = fit_dark_by_rows(electrons, ~exposed | _event_pixels(labels))
+        events = find_low_energy_events(electrons, mask)
+        rounded = np.round(values)
+        if fit.gain_scale_err < _GAIN_FIT_TOLERANCE:  # else too few electrons to measure the peak spacing
+            row.update(gain=gain * fit.gain_scale, gain_err=gain * fit.gain_scale_err)
+        row.update(noise_e=fit.noise_e,
+                   dark_e=fit.dark_e, dark_e_err=fit.dark_e_err,
+                   **{f"n_{k}e": int(np.count_nonzero(rounded == k)) for k in range(5)},
+                   n_low_energy=int(events.max()),
+                   n_low_energy_dark=expected_dark_events(mask, fit.dark_e, fit.noise_e, seed=seed))
+    else:
+        known = gain is not None and values.size > 1
+        row.update(noise_e=robust_sigma(values) if known else np.nan,
+                   dark_e=float(np.mean(values)) if known else np.nan,
+                   dark_e_err=float(np.std(values) / np.sqrt(values.size)) if known else np.nan,
+                   **{f"n_{k}e": -1 for k in range(5)}, n_low_energy=-1, n_low_energy_dark=np.nan)
+    row["exposure_s"] = header_seconds(headers, EXPOSURE_KEYS)
+    readout = header_seconds(headers, READOUT_KEYS)
+    row["readout_s"] = 0.0 if np.isnan(readout) else readout
+    row["dark_e_per_day"] = row["dark_e"] / ((row["exposure_s"] + row["readout_s"] / 2) / 86400.0)
+    return SearchProducts(mask, electrons, row, _with_low_energy(image, electrons, clusters, events, gain, hdu))
+
+
+def _event_pixels(labels):
+    """Cluster pixels in components of two or more: events to count, not dark charge.
+
+    A lone cluster pixel may be a dark electron that a thresholding segmentation calls a cluster.
+    """
+    components, n = ndimage.label(np.asarray(labels) == CLUSTER, structure=structure(2))
+    size = np.bincount(components.ravel(), minlength=n + 1)
+    size[0] = 0
+    return size[components] >= 2
+
+
+def _with_low_energy(image, electrons, clusters, events, gain, hdu):
+    """The catalogue with the low-energy events appended (same columns, ids continued, ``low_energy`` True)."""
+    clusters = clusters.copy()
+    clusters["low_energy"] = Column(np.zeros(len(clusters), bool), description="2-4 e- event of the exposed pixels")
+    if not events.any():
+        return clusters
+    # the pedestal of the electron counts, so that the catalogue's charges are the counted electrons
+    pedestal = np.nanmedian(image - electrons * gain, axis=1)
+    found = catalog.find_clusters(image, np.where(events > 0, CLUSTER, BACKGROUND).astype(np.uint8), gain=gain,
+                                  pedestal=np.nan_to_num(pedestal), hdu=hdu)
+    found["id"] += len(clusters)
+    found["low_energy"] = True
+    return vstack([clusters, found], metadata_conflicts="silent")
+
+
+def summary_table(rows):
+    """The summaries of a file's images as a table with the columns of :data:`SUMMARY_COLUMNS`."""
+    table = Table(rows=[[row[name] for name in SUMMARY_COLUMNS] for row in rows], names=list(SUMMARY_COLUMNS))
+    for name, description in SUMMARY_COLUMNS.items():
+        table[name].description = description
+    return table
