@@ -233,6 +233,11 @@ def test_skip_existing_resumes_an_interrupted_batch(tmp_path, monkeypatch, capsy
     (out / "f1.png").unlink()
     results, _ = process_files(paths, out, method="classical", progress=False, skip_existing=True, overwrite=True)
     assert [r.skipped for r in results] == [True, True, True, False] and results[-1].path == paths[1]
+    # outputs complete but never logged (a run killed before its client logged them): skipped too
+    (out / RUN_LOG).unlink()
+    results, failures = process_files(paths, out, method="classical", progress=False, skip_existing=True)
+    assert failures == [] and [r.skipped for r in results] == [True] * 4
+    assert set(RunLog(out).finished()) == {os.path.abspath(p) for p in paths}
 
 
 # --- messages ---------------------------------------------------------------------------------
