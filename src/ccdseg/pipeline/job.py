@@ -199,6 +199,7 @@ def process_file(path, out_dir, options=None, *, model=None, progress=False, **c
     Returns
     -------
     FileResult
+        With ``skipped`` (and no images) when ``options.skip_existing`` and all its outputs exist.
 
     Raises
     ------
