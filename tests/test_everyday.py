@@ -151,8 +151,11 @@ def test_recover_group_leaves_other_files(tmp_path):
         for role, temp in temps.items():
             temp.write_text(role)
     (tmp_path / "mine.txt").write_text("keep")
+    (tmp_path / ".ax_a.txt.123.tmp").write_text("another output's temporary file")
+    for stale in (".x_a.txt.abc.tmp", "..x_a.txt.abc.tmp.def.tmp"):  # a killed writer's, a killed figure's
+        (tmp_path / stale).write_text("half")
     assert recover_group(targets.values()) == []  # complete group: nothing to recover
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt", "x_a.txt", "x_b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ax_a.txt.123.tmp", "mine.txt", "x_a.txt", "x_b.txt"]
 
 
 def test_cuda_without_cuda_is_a_clear_option_error(tiny_model, tmp_path, capsys):
@@ -230,6 +233,11 @@ def test_skip_existing_resumes_an_interrupted_batch(tmp_path, monkeypatch, capsy
     (out / "f1.png").unlink()
     results, _ = process_files(paths, out, method="classical", progress=False, skip_existing=True, overwrite=True)
     assert [r.skipped for r in results] == [True, True, True, False] and results[-1].path == paths[1]
+    # outputs complete but never logged (a run killed before its client logged them): skipped too
+    (out / RUN_LOG).unlink()
+    results, failures = process_files(paths, out, method="classical", progress=False, skip_existing=True)
+    assert failures == [] and [r.skipped for r in results] == [True] * 4
+    assert set(RunLog(out).finished()) == {os.path.abspath(p) for p in paths}
 
 
 # --- messages ---------------------------------------------------------------------------------

@@ -35,8 +35,8 @@ def register(subparsers):
     parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default: cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--skip-existing", action="store_true",
-                        help="resume an interrupted batch: skip the files that DIR/ccdseg_run.csv lists as done "
-                             "and whose outputs all exist")
+                        help="resume an interrupted batch: skip the files whose outputs are complete (listed as "
+                             "done in DIR/ccdseg_run.csv, or all written by a run stopped before logging them)")
     parser.add_argument("--method", choices=("network", "classical"), default="network",
                         help="the U-Net (default) or the classical thresholding baseline")
     parser.add_argument("--tile-size", type=int, default=TILE_SIZE, metavar="N",

@@ -76,8 +76,10 @@ def recover_group(paths):
     """
     paths = [Path(p) for p in paths]
     for path in paths:
-        for temp in path.parent.glob(f".{_glob_escape(path.name)}.*.tmp"):
-            temp.unlink(missing_ok=True)
+        # ".NAME.*.tmp", and "..NAME.*.tmp" of a writer that itself writes atomically (a figure)
+        for prefix in (".", ".."):
+            for temp in path.parent.glob(f"{prefix}{_glob_escape(path.name)}.*.tmp"):
+                temp.unlink(missing_ok=True)
     journal = _journal(paths)
     if not journal.exists():
         return []

@@ -207,6 +207,7 @@ def process_file(path, out_dir, options=None, *, model=None, progress=False, **c
     Returns
     -------
     FileResult
+        With ``skipped`` (and no images) when ``options.skip_existing`` and all its outputs exist.
 
     Raises
     ------
@@ -220,6 +221,9 @@ def process_file(path, out_dir, options=None, *, model=None, progress=False, **c
     primary = _primary_header(path)
     paths = output_paths(path, out_dir, [image.label for image in images], options.find)
     recover_group(paths.values())  # outputs of an earlier try of this file that was killed mid-rename
+    if options.skip_existing and all(p.exists() for p in paths.values()):
+        # complete (no journal left): done by a run stopped before it logged the file
+        return FileResult(path, list(paths.values()), [], skipped=True)
     check_absent(paths.values(), options.overwrite)
     model = _network(model, options)
     try:

@@ -45,8 +45,9 @@ class ProcessOptions:
     overwrite : bool
         Replace existing outputs.
     skip_existing : bool
-        In :func:`~ccdseg.pipeline.job.process_files`, skip the files that the run log of the
-        output directory lists as done and whose outputs all exist (resume an interrupted batch).
+        Skip the files whose outputs all exist and are complete: those that the run log of the
+        output directory lists as done (without reading them again), and those whose complete
+        set of outputs a stopped run wrote but did not log (resume an interrupted batch).
     run_mask : str or Path, optional
         Run-level defect map (``ccdseg mask``) applied to every image: its defects are masked and
         relabelled (:func:`ccdseg.measure.run_mask.apply_run_mask`).
