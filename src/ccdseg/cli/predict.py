@@ -38,6 +38,9 @@ def register(subparsers):
     parser.add_argument("--cluster-threshold", type=float, metavar="P",
                         help="label a pixel cluster where its cluster probability is at least P (default: the most "
                              "probable class); lower finds fainter clusters and more false ones")
+    parser.add_argument("--amplifiers", default="auto", metavar="auto|none|COLSxROWS",
+                        help="amplifier segments, each normalised on its own: auto (default: from the header, "
+                             "else from pedestal steps in the data), none, or an even grid such as 2x2")
     parallel = parser.add_mutually_exclusive_group()
     parallel.add_argument("--workers", type=int, metavar="N",
                           help="segment the files in parallel on a local Dask cluster of N processes "
@@ -57,7 +60,7 @@ def run(args):
     options = ProcessOptions(method=args.method, hdu=hdu, probabilities=args.probabilities, find=args.find,
                              gain=args.gain, device=args.device, engine=args.engine, precision=args.precision,
                              tile_size=args.tile_size, cluster_threshold=args.cluster_threshold,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, amplifiers=args.amplifiers)
     results, failures = process_files(args.inputs, args.out_dir, options, model=args.model,
                                       progress=not args.no_progress, workers=args.workers,
                                       scheduler=args.scheduler)
@@ -70,9 +73,13 @@ def run(args):
 
 
 def _report(result, find):
+    from ccdseg.calib.gain import UNKNOWN_GAIN
+
     print(f"{result.path}: " + ", ".join(path.name for path in result.outputs))
     for image in result.images:
         gain = f"{image.gain:.4g} ADU/e- ({image.gain_source})" if image.gain else "unknown"
+        if not image.gain:
+            print(f"  {image.hdu or '-'}: {UNKNOWN_GAIN}")
         shares = ", ".join(f"{name} {100 * share:.2f} %" for name, share in zip(NAMES, image.fractions, strict=False))
         print(f"  {image.hdu or '-'}: {image.n_clusters} clusters, gain {gain}; {shares}")
         if find is not None:

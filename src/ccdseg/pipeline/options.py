@@ -3,6 +3,7 @@
 import dataclasses
 from dataclasses import dataclass
 
+from ccdseg.calib.amplifiers import parse_layout
 from ccdseg.calib.gain import check_gain
 from ccdseg.classes import class_id
 from ccdseg.errors import ConfigError
@@ -42,6 +43,10 @@ class ProcessOptions:
         probable class, see :func:`ccdseg.infer.predict.decide`).
     overwrite : bool
         Replace existing outputs.
+    amplifiers : str
+        Amplifier segments normalised each on its own: "auto" (from the header, else from the pedestal
+        steps of the data), "none" (one segment) or "COLSxROWS" such as "2x2" (an even grid); see
+        :func:`ccdseg.calib.amplifiers.find_segments`.
 
     Raises
     ------
@@ -60,6 +65,7 @@ class ProcessOptions:
     tile_size: int = TILE_SIZE
     cluster_threshold: float | None = None
     overwrite: bool = False
+    amplifiers: str = "auto"
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -81,6 +87,7 @@ class ProcessOptions:
         if isinstance(self.tile_size, bool) or not isinstance(self.tile_size, int) or self.tile_size < 1:
             raise ConfigError(f"tile_size must be a positive number of pixels, got {self.tile_size!r}")
         object.__setattr__(self, "gain", check_gain(self.gain))
+        parse_layout(self.amplifiers)
         if self.find is not None:
             try:
                 object.__setattr__(self, "find", class_id(self.find))
