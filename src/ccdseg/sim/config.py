@@ -109,6 +109,59 @@ class LabelConfig:
 
 
 @dataclass
+class ReadoutConfig:
+    """What real readouts add (all off by default): several amplifiers, baselines, odd columns, compression.
+
+    Electronic effects (baseline, transient, pedestals) move the zero and leave the labels alone; dead and
+    negative columns lose their charge (background); saturated columns are defects (hot pixel).
+    Charges are in e-, turned into ADU with each amplifier's gain.
+    """
+
+    amplifier_cols: int = 1                       #: amplifiers along the row; each reads its own part
+    amplifier_rows: int = 1                       #: ... and along the column (the readout corner faces out)
+    pedestal_offset_adu: tuple = (-500.0, 500.0)  #: pedestal of each amplifier relative to the first (ADU)
+    noise_spread: float = 0.2                     #: relative spread of the amplifiers' readout noise
+    gain_spread: float = 0.05                     #: relative spread of the amplifiers' gains
+    sawtooth_e: tuple = (0.0, 0.0)                #: baseline saw-tooth: jump at each tooth (e-, same in every row)
+    sawtooth_period_px: tuple = (150, 350)        #: columns between the jumps of the saw-tooth
+    sawtooth_decay_px: tuple = (20.0, 80.0)       #: e-folding length of the decay after each jump (px)
+    baseline_jumps: tuple = (0, 0)                #: lasting baseline steps along the row (count)
+    jump_e: tuple = (1.0, 5.0)                    #: size of a step (e-, either sign)
+    prescan_transient_e: tuple = (0.0, 0.0)       #: offset of the first column read, decaying (e-)
+    prescan_transient_px: float = 4.0             #: e-folding length of the transient (px)
+    dead_columns: tuple = (0, 0)                  #: columns that read no charge (count)
+    negative_columns: tuple = (0, 0)              #: columns that read below the pedestal (count)
+    negative_e: tuple = (3.0, 30.0)               #: charge deficit of a negative column (e-)
+    saturated_columns: tuple = (0, 0)             #: full-height columns at the ADC limit or full well (count)
+    rice_q: float = 0.0                           #: fpack quantisation: steps per noise sigma (e.g. 4); 0 is off
+
+    @property
+    def enabled(self):
+        """Whether any effect is switched on."""
+        return (self.amplifier_cols * self.amplifier_rows > 1 or self.sawtooth_e[1] > 0 or self.baseline_jumps[1] > 0
+                or self.prescan_transient_e[1] > 0 or self.dead_columns[1] > 0 or self.negative_columns[1] > 0
+                or self.saturated_columns[1] > 0 or self.rice_q > 0)
+
+
+def _validate_readout(r, check, check_range):
+    for name in ("amplifier_cols", "amplifier_rows"):
+        check(getattr(r, name) >= 1, "readout", name, ">= 1")
+    for name in ("noise_spread", "gain_spread"):
+        check(0 <= getattr(r, name) < 1, "readout", name, "in [0, 1)")
+    for name in ("sawtooth_e", "jump_e", "prescan_transient_e", "negative_e"):
+        check_range("readout", name)
+    check(r.pedestal_offset_adu[0] <= r.pedestal_offset_adu[1], "readout", "pedestal_offset_adu", "a range [low, high]")
+    check(r.sawtooth_period_px[0] >= 1, "readout", "sawtooth_period_px", "positive")
+    check(r.sawtooth_decay_px[0] > 0, "readout", "sawtooth_decay_px", "positive")
+    check_range("readout", "sawtooth_period_px", integer=True)
+    check_range("readout", "sawtooth_decay_px")
+    for name in ("baseline_jumps", "dead_columns", "negative_columns", "saturated_columns"):
+        check_range("readout", name, integer=True)
+    check(r.prescan_transient_px > 0, "readout", "prescan_transient_px", "> 0")
+    check(r.rice_q >= 0, "readout", "rice_q", ">= 0")
+
+
+@dataclass
 class SimConfig:
     """Everything the simulator needs for one image."""
 
@@ -117,6 +170,7 @@ class SimConfig:
     hot: HotPixelConfig = field(default_factory=HotPixelConfig)
     clusters: ClusterConfig = field(default_factory=ClusterConfig)
     labels: LabelConfig = field(default_factory=LabelConfig)
+    readout: ReadoutConfig = field(default_factory=ReadoutConfig)
 
     def to_dict(self):
         """Plain nested dict (tuples as lists), e.g. for a model file or a FITS header."""
@@ -330,4 +384,5 @@ def validate(config):
     check(c.diffusion_b_per_um * d.thickness_um < 1, "clusters", "diffusion_b_per_um", "below 1 / thickness_um")
     for name in ("cluster_min_e", "cluster_min_sigma", "glow_min_e", "glow_min_sigma"):
         check(getattr(lab, name) >= 0, "labels", name, ">= 0")
+    _validate_readout(config.readout, check, check_range)
     return config
