@@ -4,8 +4,9 @@ Some electronics (LTA skipper readouts among them) add an offset that changes al
 every row: a saw-tooth that jumps and decays every few hundred columns, or steps. It moves the zero of
 whole columns without adding charge. Glow, hot columns and dark current are charge: they raise a
 column's level *and* its spread (shot noise). So the baseline is taken from the robust medians of the
-columns whose spread is that of the readout noise; columns that carry charge get the baseline of their
-neighbours, and their excess stays in the image to be labelled. A running median across a few columns
+columns whose spread is that of the readout noise; columns that carry charge (and as many again on
+each side, for the faint tail of glow) get the baseline of their neighbours, and their excess stays in
+the image to be labelled. A running median across a few columns
 keeps the jumps sharp and ignores single odd columns (dead, saturated), which stay in the image too.
 A baseline is removed only where it is significant; otherwise the image is left exactly as it was.
 """
@@ -29,7 +30,8 @@ def column_baseline(residual, noise, *, window=BASELINE_WINDOW):
     residual : ndarray (H, W)
         Image minus its per-row pedestal (ADU); NaN pixels (reference columns, overscan) are ignored.
     noise : float
-        Readout noise of one pixel (ADU).
+        Noise of one pixel (ADU); the columns' own median spread when smaller (glow inflates the noise of
+        the whole image, not that of most columns).
     window : int
         Columns of the running median across columns (odd).
 
@@ -49,10 +51,13 @@ def column_baseline(residual, noise, *, window=BASELINE_WINDOW):
     low, medians, high = _column_quantiles(data, valid, (15.87, 50.0, 84.13))
     rows = valid.sum(axis=0)
     spread = (high - low) / 2
+    noise = min(noise, float(np.nanmedian(spread))) if np.isfinite(spread).any() else noise
+    if noise <= 0:
+        return None
     # charge adds its shot noise: a column spread beyond ~3 standard errors of the noise holds charge
     error = 1.2533 * noise / np.sqrt(np.maximum(rows, 1))
     quiet = (rows >= 5) & (spread <= noise * (1 + 3.3 / np.sqrt(np.maximum(rows, 1))))
-    quiet &= ~ndimage.binary_dilation(~quiet, iterations=window // 2)
+    quiet &= ~_widened(~quiet, window // 2)
     if np.count_nonzero(quiet) < window:
         return None
     columns = np.arange(medians.size)
@@ -62,6 +67,17 @@ def column_baseline(residual, noise, *, window=BASELINE_WINDOW):
     if np.max(np.abs(baseline[quiet])) <= max(5 * np.median(error[quiet]), noise):
         return None
     return baseline
+
+
+def _widened(charged, margin):
+    """``charged`` with every run of columns widened on both sides by its own length (at least ``margin``):
+    the faint tail of glow fading away from a readout edge is as long as the part bright enough to see."""
+    runs, n = ndimage.label(charged)
+    wide = charged.copy()
+    for run in ndimage.find_objects(runs)[:n]:
+        reach = max(run[0].stop - run[0].start, margin)
+        wide[max(run[0].start - reach, 0):run[0].stop + reach] = True
+    return wide
 
 
 def _column_quantiles(data, valid, quantiles):

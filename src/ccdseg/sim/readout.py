@@ -17,10 +17,6 @@ from ccdseg.classes import BACKGROUND, HOT_PIXEL
 from ccdseg.sim.config import ReadoutConfig
 from ccdseg.sim.simulate import Simulation
 
-#: Charge components of :attr:`Simulation.charge` that the image holds (the others are expectations).
-_DRAWN = ("cluster", "glow", "hot", "dark")
-
-
 def simulate_readout(config, rng):
     """Simulate an image read out as ``config.readout`` says (see the module docstring).
 
@@ -110,25 +106,23 @@ def _add_readout_effects(sim, det, readout, rng):
         baseline[rng.integers(1, width):] += rng.choice((-1, 1)) * rng.uniform(*readout.jump_e)
     if readout.prescan_transient_e[1] > 0:
         baseline += rng.uniform(*readout.prescan_transient_e) * np.exp(-columns / readout.prescan_transient_px)
-    image = sim.image.astype(np.float64) + gain * baseline[None, :]
-
-    drawn = sum(sim.charge[name] for name in _DRAWN).astype(np.float64)
+    image = sim.image.astype(np.float64)
     counts = [rng.integers(low, high + 1) for low, high in
               (readout.dead_columns, readout.negative_columns, readout.saturated_columns)]
     odd = rng.choice(width, size=min(sum(counts), width), replace=False)
     dead, negative, saturated = np.split(odd, np.cumsum(counts)[:2])
-    for column in (*dead, *negative):  # the charge is lost; a negative column also reads below its pedestal
-        image[:, column] -= gain * drawn[:, column]
-        sim.labels[:, column], sim.ids[:, column] = BACKGROUND, 0
-    for column in negative:
-        image[:, column] -= gain * rng.uniform(*readout.negative_e)
-    top = det.adc_max_adu if det.adc_max_adu is not None else det.pedestal_adu + gain * det.full_well_e
-    image[:, saturated] = top
-    sim.labels[:, saturated], sim.ids[:, saturated] = HOT_PIXEL, 0
+    # dead and negative columns lose their charge: they read the row's pedestal and noise (a negative one less)
+    lost = np.concatenate([dead, negative]).astype(int)
+    image[:, lost] = np.median(image, axis=1)[:, None] + rng.normal(0.0, noise_adu, (height, lost.size))
+    image[:, negative] -= gain * rng.uniform(*readout.negative_e, size=negative.size)
+    sim.labels[:, lost], sim.ids[:, lost] = BACKGROUND, 0
+    image += gain * baseline[None, :]
     if readout.rice_q > 0:  # fpack's subtractive dithering: a uniform error of +-half a step
         step = noise_adu / readout.rice_q
         dither = rng.random(image.shape)
         image = (np.round(image / step + dither) - dither) * step
+    image[:, saturated] = det.adc_max_adu if det.adc_max_adu is not None else det.pedestal_adu + gain * det.full_well_e
+    sim.labels[:, saturated], sim.ids[:, saturated] = HOT_PIXEL, 0
     if det.adc_max_adu is not None:
         image = np.clip(image, 0.0, det.adc_max_adu)
     sim.image = image.astype(np.float32)
