@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from ccdseg.calib.amplifiers import (data_section, find_segments, header_sections, parse_layout, parse_section,
-                                     step_boundaries)
+from ccdseg.calib.amplifiers import (
+    data_section,
+    find_segments,
+    header_sections,
+    parse_layout,
+    parse_section,
+    step_boundaries,
+)
 from ccdseg.calib.background import robust_sigma, row_pedestal
 from ccdseg.calib.baseline import column_baseline, subtract_zero
 from ccdseg.calib.gain import estimate_gain, resolve_gain

@@ -70,8 +70,10 @@ def column_baseline(residual, noise, *, window=BASELINE_WINDOW):
 
 
 def _widened(charged, margin):
-    """``charged`` with every run of columns widened on both sides by its own length (at least ``margin``):
-    the faint tail of glow fading away from a readout edge is as long as the part bright enough to see."""
+    """``charged`` with every run of columns widened on both sides by its own length (at least ``margin``).
+
+    The faint tail of glow fading away from a readout edge is as long as the part bright enough to see.
+    """
     runs, n = ndimage.label(charged)
     wide = charged.copy()
     for run in ndimage.find_objects(runs)[:n]:

@@ -57,8 +57,10 @@ def _catalog(columns):
 
 
 def saturated_pixels(image, header=None):
-    """Pixels at the ADC limit: at or above the header's ``SATURATE`` (ADU), else at the largest value of
-    an integer ADC (2**k - 1 ADU, 8 <= k <= 32) when the image reaches it; None when there is no limit.
+    """Pixels at the ADC limit (bool mask), or None when there is no known limit.
+
+    The limit is the header's ``SATURATE`` (ADU), else the largest value of an integer ADC (2**k - 1 ADU,
+    8 <= k <= 32) when the image reaches it.
     """
     image = np.asarray(image)
     finite = image[np.isfinite(image)]

@@ -55,7 +55,7 @@ from ccdseg.calib.amplifiers import find_segments
 from ccdseg.calib.baseline import subtract_zero
 from ccdseg.calib.gain import resolve_gain
 from ccdseg.classes import NAMES, class_id
-from ccdseg.errors import CcdsegError, ConfigError, InputError
+from ccdseg.errors import CcdsegError, InputError
 from ccdseg.io import atomic_path, check_absent, fits_stem, image_header, read_images
 from ccdseg.io import output_paths as files
 from ccdseg.io.regions import region_file_text

@@ -17,6 +17,7 @@ from ccdseg.classes import BACKGROUND, HOT_PIXEL
 from ccdseg.sim.config import ReadoutConfig
 from ccdseg.sim.simulate import Simulation
 
+
 def simulate_readout(config, rng):
     """Simulate an image read out as ``config.readout`` says (see the module docstring).
 
@@ -66,8 +67,10 @@ def simulate_readout(config, rng):
 
 
 def _amplifier_config(config, height, width, first, rng):
-    """The config of one amplifier's region: its size, its own pedestal, noise and gain; no readout effects
-    (:func:`_add_readout_effects` adds them)."""
+    """The config of one amplifier's region: its size, its own pedestal, noise and gain.
+
+    Its readout section is off: :func:`_add_readout_effects` adds the effects afterwards.
+    """
     amp = copy.deepcopy(config)
     det, readout = amp.detector, amp.readout
     det.height, det.width = int(height), int(width)
