@@ -126,8 +126,8 @@ def iter_pasted(frames, config=None, *, gain=None, seed=0, with_artefacts=False,
     """Endless (Simulation, header) of events pasted onto the frames in turn.
 
     The header is the frame's own (every card but the structural ones, after those of ``primary``),
-    plus ``BKGFILE``, ``BKGHDU``, ``GAIN`` (the gain used) and ``GAINSRC`` (where it came from: the option, the frame's header, or
-    measured from resolved single-electron peaks; never guessed).
+    plus ``BKGFILE``, ``BKGHDU``, ``GAIN`` (the gain used) and ``GAINSRC`` (where it came from: the
+    option, the frame's header, or measured from resolved single-electron peaks; never guessed).
 
     Parameters
     ----------
