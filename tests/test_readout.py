@@ -228,3 +228,25 @@ def test_dead_columns_read_no_charge():
     pedestal = np.median(np.median(sim.image, axis=1))
     assert abs(np.median(sim.image[:, dead]) - pedestal) < 0.2 * noise_adu
     assert robust_sigma(sim.image[:, dead]) == pytest.approx(noise_adu, rel=0.15)
+
+
+def test_stitched_sample_labels_equal_the_per_ccd_labels(tmp_path):
+    """Issue 14's self-test on a crop of every CCD (the whole frames: benchmarks/readouts.py)."""
+    from ccdseg.pipeline.job import process_file
+
+    rows, cols = slice(0, 160), slice(0, 320)
+    image, ccds = stitched_sample(rows, cols)
+    fits.PrimaryHDU(image).writeto(tmp_path / "stitched.fits")
+    fits.HDUList([fits.PrimaryHDU()] + [fits.ImageHDU(data - STITCH_OFFSETS[name], name=name)
+                                        for name, data in ccds.items()]).writeto(tmp_path / "ccds.fits")
+    result = process_file(tmp_path / "stitched.fits", tmp_path / "out")
+    process_file(tmp_path / "ccds.fits", tmp_path / "out")
+    with fits.open(tmp_path / "out" / "stitched_seg.fits") as seg, \
+            fits.open(tmp_path / "out" / "ccds_seg.fits") as per_ccd:
+        header, whole = seg["LABELS"].header, seg["LABELS"].data
+        parts = {name: per_ccd[f"LABELS_{name}"].data for name in ccds}
+    assert header["CSAMPS"] == "2x2" and header["CSAMP4"] == "[321:640,161:320]"
+    assert header["CSGAIN2"] == pytest.approx(SAMPLE_GAINS["CCD_B"], rel=0.02)
+    assert header["GAINSRC"] == "none" and result.images[0].gain is None  # the CCDs' gains differ by 5 %
+    expected = np.vstack([np.hstack([parts["CCD_A"], parts["CCD_B"]]), np.hstack([parts["CCD_D"], parts["CCD_C"]])])
+    assert np.mean(whole == expected) >= 0.995
