@@ -181,7 +181,8 @@ def step_boundaries(image):
     null = null[np.isfinite(null)]
     if null.size == 0:
         return []
-    threshold = max(np.percentile(null, 99.0), 1e-12)
+    # three times the 90th percentile (~5 sigma of Gaussian steps): a glow edge or hot column among them is no matter
+    threshold = max(3 * np.percentile(null, 90.0), 1e-12)
     found = []
     for candidate in candidates:
         steps = {x: _row_steps(data, x) for x in range(candidate - 2, candidate + 3)}
@@ -203,13 +204,24 @@ def _row_steps(data, x):
     return np.median(right, axis=1) - np.median(left, axis=1)
 
 
-def _noise_rises(data, x, factor=1.5):
-    """Whether the higher side of a step at column ``x`` is noisier by ``factor``: charge, not a pedestal."""
+def _noise_rises(data, x, factor=1.5, max_noise_e=20.0):
+    """Whether a step at column ``x`` is charge (glow), not a pedestal.
+
+    Charge makes the higher side noisier by ``factor``, and the step small enough for the extra noise
+    to be its shot noise.
+    Charge of N e- at a gain g adds g N to the level and g**2 N to the variance, so the step is the added
+    variance over g; with a readout noise below ``max_noise_e`` electrons, g is at least the lower side's
+    noise over ``max_noise_e``, which bounds the step that charge can make.
+    """
     window = 4 * _STEP_WINDOW
-    left, right = data[:, max(x - window, 0):x], data[:, x:x + window]
-    noise = [robust_sigma(np.diff(side, axis=1)) for side in (left, right)]
-    higher = int(np.nanmedian(right) > np.nanmedian(left))
-    return noise[higher] > factor * max(noise[1 - higher], 1e-12)
+    sides = data[:, max(x - window, 0):x], data[:, x:x + window]
+    noise = [robust_sigma(np.diff(side, axis=1)) / np.sqrt(2) for side in sides]
+    levels = [np.nanmedian(side) for side in sides]
+    higher = int(levels[1] > levels[0])
+    low_noise = max(noise[1 - higher], 1e-12)
+    added_variance = noise[higher] ** 2 - low_noise ** 2
+    step = abs(levels[1] - levels[0])
+    return noise[higher] > factor * low_noise and step <= max_noise_e * added_variance / low_noise
 
 
 def detect_sections(image):

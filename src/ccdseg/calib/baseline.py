@@ -64,7 +64,7 @@ def column_baseline(residual, noise, *, window=BASELINE_WINDOW):
     filled = np.interp(columns, columns[quiet], medians[quiet])
     baseline = ndimage.median_filter(filled, size=window, mode="mirror")
     baseline -= np.median(baseline[quiet])
-    if np.max(np.abs(baseline[quiet])) <= max(5 * np.median(error[quiet]), noise):
+    if np.max(np.abs(baseline[quiet])) <= max(5 * np.median(error[quiet]), 0.5 * noise):
         return None
     return baseline
 
@@ -130,8 +130,9 @@ def subtract_zero(image, segments, *, row_window=15):
         block -= row_pedestal(block, row_window)[:, None]
         sigma = robust_sigma(block[sample_rows(block.shape)])
         baseline = column_baseline(block, sigma)
-        if baseline is not None:
+        if baseline is not None:  # and the row pedestal again: the baseline's zero is arbitrary, the rows' is not
             block -= baseline[None, :]
+            block -= row_pedestal(block, row_window)[:, None]
         zeroed[segment.rows, segment.cols] = block
         noise.append(sigma)
         baselines.append(baseline)
