@@ -251,3 +251,20 @@ def test_stitched_sample_labels_equal_the_per_ccd_labels(tmp_path):
     assert header["GAINSRC"] == "none" and result.images[0].gain is None  # the CCDs' gains differ by 5 %
     expected = np.vstack([np.hstack([parts["CCD_A"], parts["CCD_B"]]), np.hstack([parts["CCD_D"], parts["CCD_C"]])])
     assert np.mean(whole == expected) >= 0.995
+
+
+def test_cli_amplifiers_option_reaches_the_header_and_an_unknown_gain_is_said_once(tmp_path):
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(5)
+    image = rng.normal(1000.0, 3.0, (64, 96)).astype(np.float32)
+    fits.PrimaryHDU(image).writeto(tmp_path / "frame.fits")
+    run = subprocess.run([sys.executable, "-m", "ccdseg.cli", "predict", str(tmp_path / "frame.fits"), "--out-dir",
+                          str(tmp_path / "out"), "--amplifiers", "2x2", "--method", "classical", "--no-progress"],
+                         capture_output=True, text=True, check=True)
+    assert fits.getheader(tmp_path / "out" / "frame_seg.fits", "LABELS")["CSAMPS"] == "2x2"
+    assert run.stdout.count("gain unknown:") == 1
+    bad = subprocess.run([sys.executable, "-m", "ccdseg.cli", "predict", str(tmp_path / "frame.fits"), "--out-dir",
+                          str(tmp_path / "out2"), "--amplifiers", "2by2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "amplifiers" in bad.stderr
