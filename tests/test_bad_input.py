@@ -153,7 +153,7 @@ def test_integer_data_gain():
     assert estimate_gain(np.round(rng.normal(1000.0, 1.0, (300, 300)))) is None
     # an integer skipper image (10 ADU/e-, 0.15 e- noise) still gives its gain, not the 1 ADU quantisation
     electrons = rng.poisson(0.5, (300, 600)) + rng.normal(0.0, 0.15, (300, 600))
-    assert estimate_gain(np.round(electrons * 10.0 - 38.3)) == pytest.approx(10.0, rel=0.01)
+    assert estimate_gain(np.round(electrons * 10.0 - 38.3)).value == pytest.approx(10.0, rel=0.01)
 
 
 @pytest.mark.parametrize("kind, cause", [

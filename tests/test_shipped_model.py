@@ -51,7 +51,7 @@ def test_shipped_model_on_the_real_damicm_sample(damicm_sample):
     for image in read_images(damicm_sample):
         data = image.data.astype(np.float64)
         labels, _ = segment(data, model, return_probabilities=False)
-        electrons = (data - np.median(data, axis=1)[:, None]) / estimate_gain(data)
+        electrons = (data - np.median(data, axis=1)[:, None]) / estimate_gain(data).value
         # dark current: pixels 0.5-2.5 e- above their row's median with no pixel above 2.5 e- around them
         bright_near = ndimage.binary_dilation(electrons > 2.5, np.ones((3, 3), bool))
         isolated = (electrons > 0.5) & (electrons < 2.5) & ~bright_near

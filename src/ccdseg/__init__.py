@@ -14,6 +14,7 @@ from ccdseg.classes import BACKGROUND, CLUSTER, COLORS, GLOWING, HOT_PIXEL, IGNO
 #: Public name -> module that defines it.
 _LAZY = {
     "estimate_gain": "ccdseg.calib.gain", "resolve_gain": "ccdseg.calib.gain",
+    "find_segments": "ccdseg.calib.amplifiers", "subtract_zero": "ccdseg.calib.baseline",
     "find_clusters": "ccdseg.measure.catalog", "find_sections": "ccdseg.measure.sections",
     "segment_classical": "ccdseg.measure.classical",
     "build_mask": "ccdseg.measure.mask", "search_products": "ccdseg.measure.summary",

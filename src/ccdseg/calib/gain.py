@@ -5,6 +5,7 @@ A skipper image that resolves single electrons measures its own gain from the sp
 """
 
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage, optimize, signal
@@ -15,6 +16,32 @@ from ccdseg.errors import ConfigError
 #: Smallest gain (ADU/e-) :func:`estimate_gain` reports for integer data: with electron peaks only 1-2
 #: quantisation steps (ADU) apart, the peaks found are those of the quantisation, not of the electrons.
 MIN_INTEGER_GAIN = 3.0
+#: Fewest noise sigmas between neighbouring electron peaks for them to count as resolved (noise <= 0.33 e-).
+MIN_RESOLUTION = 3.0
+#: Largest relative uncertainty of a reported gain.
+MAX_RELATIVE_ERROR = 0.02
+
+
+class GainEstimate(NamedTuple):
+    """A measured gain.
+
+    Attributes
+    ----------
+    value : float
+        Gain (ADU/e-).
+    error : float
+        Its 1-sigma uncertainty (ADU/e-): of the comb fit, or the histogram bin width when the
+        peaks are too few or too coarse to fit.
+    n_peaks : int
+        Electron peaks (0, 1, ... e-) used.
+    quality : float
+        Resolution: the peak spacing in units of the noise of a peak (>= :data:`MIN_RESOLUTION`).
+    """
+
+    value: float
+    error: float
+    n_peaks: int
+    quality: float
 
 
 def estimate_gain(image, pedestal=None, max_electrons=6, min_peak_pixels=30, min_dip=0.3):
@@ -45,10 +72,12 @@ def estimate_gain(image, pedestal=None, max_electrons=6, min_peak_pixels=30, min
 
     Returns
     -------
-    float or None
-        Gain in ADU/e-, or None when fewer than two resolved, evenly spaced peaks are found
-        (conventional readout, or skipper noise above ~0.3 e-), or when the image holds integers
-        and the spacing is below :data:`MIN_INTEGER_GAIN` ADU.
+    GainEstimate or None
+        The gain (ADU/e-) with its uncertainty, or None -- never a guess -- when fewer than two resolved,
+        evenly spaced peaks are found (conventional readout, or skipper noise above ~0.3 e-), when the
+        peaks are less than :data:`MIN_RESOLUTION` noise sigmas apart or the relative uncertainty exceeds
+        :data:`MAX_RELATIVE_ERROR`, or when the image holds integers and the spacing is below
+        :data:`MIN_INTEGER_GAIN` ADU.
     """
     image = np.asarray(image, dtype=np.float64)
     finite = np.isfinite(image)
@@ -104,16 +133,22 @@ def estimate_gain(image, pedestal=None, max_electrons=6, min_peak_pixels=30, min
     noise = 4 * quarter
     fit = (centres > offset - 5 * noise) & (centres < offset + (n_peaks - 0.5) * gain)
     heights = [smooth[np.argmin(np.abs(centres - offset - n * gain))] for n in range(n_peaks)]
-    if np.count_nonzero(fit) <= 3 + n_peaks:  # coarse integer bins: too few points to fit the comb
-        return float(gain)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optimize.OptimizeWarning)  # the covariance is not used
-            params, _ = optimize.curve_fit(_comb, centres[fit], counts[fit], p0=[offset, gain, noise, *heights],
-                                           sigma=np.sqrt(counts[fit] + 1.0))
-    except RuntimeError:
-        return float(gain)
-    return float(params[1]) if abs(params[1] / gain - 1) < 0.1 else float(gain)
+    # coarse integer bins or a failed fit: the straight line, as uncertain as a histogram bin
+    estimate = GainEstimate(float(gain), float(edges[1] - edges[0]), n_peaks, float(gain / noise))
+    if np.count_nonzero(fit) > 3 + n_peaks:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optimize.OptimizeWarning)
+                params, covariance = optimize.curve_fit(_comb, centres[fit], counts[fit],
+                                                        p0=[offset, gain, noise, *heights],
+                                                        sigma=np.sqrt(counts[fit] + 1.0))
+            if abs(params[1] / gain - 1) < 0.1 and np.isfinite(covariance[1, 1]):
+                estimate = GainEstimate(float(params[1]), float(np.sqrt(covariance[1, 1])), n_peaks,
+                                        float(params[1] / abs(params[2])))
+        except RuntimeError:
+            pass
+    resolved = estimate.quality >= MIN_RESOLUTION and estimate.error <= MAX_RELATIVE_ERROR * estimate.value
+    return estimate if resolved else None
 
 
 def _histogram_edges(lo, hi, step, quantised):
@@ -143,7 +178,12 @@ def check_gain(gain, name="gain"):
     return float(gain)
 
 
-def resolve_gain(image, headers=(), gain=None, *, required=False):
+#: Why a gain is unknown, printed once per image.
+UNKNOWN_GAIN = ("gain unknown: no --gain, no GAIN header key, and no resolved single-electron peaks "
+                "(noise below ~0.33 e-) to measure it; catalogue in ADU only")
+
+
+def resolve_gain(image, headers=(), gain=None, *, required=False, segments=None):
     """The gain of an image and where it came from: the option, a header, or a measurement.
 
     Parameters
@@ -156,6 +196,10 @@ def resolve_gain(image, headers=(), gain=None, *, required=False):
         A gain given by the user (ADU/e-); it overrides the headers.
     required : bool
         Raise instead of returning ``(None, "none")`` when the gain is unknown.
+    segments : sequence of ccdseg.calib.amplifiers.Segment, optional
+        Amplifier segments with their measured gains: the estimate is their inverse-variance weighted
+        mean when every segment is resolved and all agree within 2 %, else unknown (one gain for the
+        whole catalogue must hold for every amplifier).
 
     Returns
     -------
@@ -173,10 +217,24 @@ def resolve_gain(image, headers=(), gain=None, *, required=False):
     for header in headers:
         if header is not None and "GAIN" in header:
             return check_gain(header["GAIN"], "header GAIN"), "header"
-    estimate = estimate_gain(image[sample_rows(np.shape(image))])
+    estimate = (estimate_gain(image[sample_rows(np.shape(image))]) if segments is None
+                else _common_gain([segment.gain for segment in segments]))
     if estimate is not None:
-        return estimate, "estimated"
+        return estimate.value, "estimated"
     if required:
         raise ConfigError("gain: no GAIN header key and no resolved single-electron peaks to measure it "
                           "from; pass the gain in ADU/e- (--gain)")
     return None, "none"
+
+
+def _common_gain(estimates):
+    """The weighted mean of gain estimates when all are resolved and within 2 % of it, else None."""
+    if not estimates or any(estimate is None for estimate in estimates):
+        return None
+    weights = np.array([1 / estimate.error ** 2 for estimate in estimates])
+    values = np.array([estimate.value for estimate in estimates])
+    mean = float(np.sum(weights * values) / np.sum(weights))
+    if np.max(np.abs(values / mean - 1)) > 0.02:
+        return None
+    return GainEstimate(mean, float(np.sum(weights) ** -0.5), min(e.n_peaks for e in estimates),
+                        min(e.quality for e in estimates))

@@ -51,6 +51,9 @@ def register(subparsers):
     parser.add_argument("--cluster-threshold", type=float, metavar="P",
                         help="label a pixel cluster where its cluster probability is at least P (default: the most "
                              "probable class); lower finds fainter clusters and more false ones")
+    parser.add_argument("--amplifiers", default="auto", metavar="auto|none|COLSxROWS",
+                        help="amplifier segments, each normalised on its own: auto (default: from the header, "
+                             "else from pedestal steps in the data), none, or an even grid such as 2x2")
     parallel = parser.add_mutually_exclusive_group()
     parallel.add_argument("--workers", type=int, metavar="N",
                           help="segment the files in parallel on a local Dask cluster of N processes "
@@ -74,7 +77,8 @@ def run(args):
     options = ProcessOptions(method=args.method, hdu=hdu, probabilities=args.probabilities, find=args.find,
                              gain=args.gain, device=args.device, engine=args.engine, precision=args.precision,
                              tile_size=args.tile_size, cluster_threshold=args.cluster_threshold,
-                             overwrite=args.overwrite, skip_existing=args.skip_existing, run_mask=args.run_mask)
+                             overwrite=args.overwrite, skip_existing=args.skip_existing, run_mask=args.run_mask,
+                             amplifiers=args.amplifiers)
     inputs, derived = split_derived(args.inputs)
     if derived:
         print(f"skipping {len(derived)} file(s) named *_truth or *_seg (simulation truth or ccdseg outputs, "
@@ -95,12 +99,16 @@ def run(args):
 
 def print_result(result, find=None):
     """Print a file's outputs and, per image, its clusters, gain, class shares and (with ``find``) largest regions."""
+    from ccdseg.calib.gain import UNKNOWN_GAIN
+
     if result.skipped:
         print(f"{result.path}: skipped, done in an earlier run")
         return
     print(f"{result.path}: " + ", ".join(path.name for path in result.outputs))
     for image in result.images:
         gain = f"{image.gain:.4g} ADU/e- ({image.gain_source})" if image.gain else "unknown"
+        if not image.gain:
+            print(f"  {image.hdu or '-'}: {UNKNOWN_GAIN}")
         shares = ", ".join(f"{name} {100 * share:.2f} %" for name, share in zip(NAMES, image.fractions, strict=True))
         print(f"  {image.hdu or '-'}: {image.n_clusters} clusters, gain {gain}; {shares}")
         if find is not None:

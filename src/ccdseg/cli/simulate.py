@@ -12,7 +12,8 @@ def register(subparsers):
         "simulate", help="write simulated CCD images with exact labels",
         description="Write N simulated images OUT_DIR/sim_00000.fits ... (float32 ADU, header GAIN/PEDESTAL/"
                     "RDNOISE) each with OUT_DIR/sim_00000_truth.fits (LABELS, IDS, TRUTH table). With "
-                    "--background, simulated events are added to a real frame instead: its own pixels are "
+                    "--background, simulated events are added to a real frame instead (its header is kept, with the "
+                    "gain used and GAINSRC): its own pixels are "
                     "labelled 255 (unknown, skipped in training) except those at the pedestal far from any "
                     "charge (background).")
     parser.add_argument("out_dir", type=Path, help="output directory (created if missing)")
@@ -37,6 +38,7 @@ def register(subparsers):
 
 def run(args):
     """Run ``ccdseg simulate`` with the parsed ``args``; the exit status."""
+    from astropy.io import fits
     from tqdm import tqdm
 
     from ccdseg.io import read_images
@@ -55,11 +57,13 @@ def run(args):
         raise ConfigError("--hdu, --gain and --artefacts need --background FRAME")
     stream = (((simulation, {}) for simulation in iter_simulations(config, args.seed)) if args.background is None
               else iter_pasted(read_images(args.background, args.hdu), config, gain=args.gain, seed=args.seed,
-                              with_artefacts=args.artefacts, source=args.background.name))
+                              with_artefacts=args.artefacts, source=args.background.name,
+                              primary=fits.getheader(args.background, 0)))
     for index in tqdm(range(args.n), desc="simulate", unit="image"):
         path = args.out_dir / f"sim_{index:05d}.fits"
         simulation, extra = next(stream)
-        keys = {"PRESET": args.preset, "SEED": args.seed, "SIMINDEX": index, **extra}
+        keys = fits.Header([("PRESET", args.preset), ("SEED", args.seed), ("SIMINDEX", index)])
+        keys.extend(extra, update=True)
         write_simulation(simulation, path, keys=keys, overwrite=args.overwrite)
     print(f"wrote {args.n} images and their truth to {args.out_dir}")
     return 0

@@ -40,6 +40,7 @@ CATALOG_COLUMNS = {
     "edge": (bool, None, "touches the image border"),
     "near_glow": (bool, None, "a pixel is 8-adjacent to a glowing pixel"),
     "near_hot": (bool, None, "a pixel is 8-adjacent to a hot pixel"),
+    "saturated": (bool, None, "a pixel is at the ADC limit or full well (a bleed trail is in the same cluster)"),
 }
 
 #: Variance of a uniformly lit pixel (px^2); regularises the elongation of one-pixel-wide clusters.
@@ -56,8 +57,26 @@ def _catalog(columns):
     return table
 
 
+def saturated_pixels(image, header=None):
+    """Pixels at the ADC limit (bool mask), or None when there is no known limit.
+
+    The limit is the header's ``SATURATE`` (ADU), else the largest value of an integer ADC (2**k - 1 ADU,
+    8 <= k <= 32) when the image reaches it.
+    """
+    image = np.asarray(image)
+    finite = image[np.isfinite(image)]
+    if header is not None and "SATURATE" in header:
+        limit = float(header["SATURATE"])
+    elif finite.size:
+        top = float(finite.max())
+        limit = top if top in {2.0 ** k - 1 for k in range(8, 33)} else None
+    else:
+        limit = None
+    return None if limit is None else image >= limit
+
+
 def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, hdu="", connectivity=2,
-                  ev_per_pair=ClusterConfig.ev_per_pair):
+                  ev_per_pair=ClusterConfig.ev_per_pair, saturated=None):
     """Catalogue the connected components of the cluster class, one row per cluster.
 
     Parameters
@@ -79,11 +98,14 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
         diagonally stays one cluster).
     ev_per_pair : float
         Mean energy per electron-hole pair in eV; default the simulation's (3.77 eV in silicon at ~140 K).
+    saturated : ndarray (H, W) of bool, optional
+        Pixels at the ADC limit or full well (:func:`saturated_pixels`); gives the ``saturated`` flag.
 
     Returns
     -------
     astropy.table.Table
-        Columns of :data:`CATALOG_COLUMNS`, zero rows when there is no cluster. Centroids and widths weight
+        Columns of :data:`CATALOG_COLUMNS`, zero rows when there is no cluster. A component whose total
+        charge is not positive holds no charge and is not catalogued. Centroids and widths weight
         each pixel by its positive charge (negative noise pixels get zero weight; a cluster without positive
         charge uses equal weights). ``elongation`` adds the 1/12 px^2 pixel variance to both principal
         variances, so a one-pixel-wide track has a finite elongation.
@@ -150,6 +172,11 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
         "sigma_x": np.sqrt(vxx), "sigma_y": np.sqrt(vyy), "elongation": elongation,
         "edge": (xmin == 0) | (ymin == 0) | (xmax == width - 1) | (ymax == height - 1),
         "near_glow": per_cluster(near_glow) > 0, "near_hot": per_cluster(near_hot) > 0,
+        "saturated": (per_cluster(np.asarray(saturated, dtype=bool)[ys, xs]) > 0 if saturated is not None
+                      else np.zeros(n, dtype=bool)),
     }
     columns["energy_ev"] = columns["charge_e"] * ev_per_pair
+    charged = charge > 0
+    columns = {name: values[charged] for name, values in columns.items()}
+    columns["id"] = np.arange(1, np.count_nonzero(charged) + 1)
     return _catalog(columns)

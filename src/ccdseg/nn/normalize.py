@@ -144,3 +144,35 @@ def normalize(image, params=None, stats=None):
     np.arcsinh(out, out=out)
     out[~np.isfinite(out)] = 0.0
     return out.astype(np.float32)
+
+
+def equalize_noise(zeroed, segments, noise, *, undo=False):
+    """Scale every amplifier segment of a zeroed image to the noise of the first, in place.
+
+    With the returned statistics, :func:`normalize` then gives every segment its own normalisation,
+    ``asinh(zeroed / (asinh_scale * noise[segment]))``, in one pass over the whole image (no seam, no
+    per-pixel statistics). Call again with ``undo=True`` to restore the ADU values.
+
+    Parameters
+    ----------
+    zeroed : ndarray (H, W) float32
+        Image minus the zero of each segment (:func:`ccdseg.calib.baseline.subtract_zero`), ADU.
+    segments : sequence of ccdseg.calib.amplifiers.Segment
+    noise : sequence of float
+        Noise of each segment (ADU).
+    undo : bool
+        Scale back to ADU.
+
+    Returns
+    -------
+    NormalizationStats
+        Zero pedestal and the first segment's noise (ADU).
+    """
+    magnitude = np.nanmax(np.abs(zeroed)) if np.isfinite(zeroed).any() else 0.0
+    floor = np.finfo(np.float32).eps * magnitude if magnitude > 0 else 1.0
+    noise = [max(float(sigma), floor) for sigma in noise]
+    for segment, sigma in zip(segments, noise, strict=True):
+        factor = sigma / noise[0] if undo else noise[0] / sigma
+        if factor != 1.0:
+            zeroed[segment.rows, segment.cols] *= np.float32(factor)
+    return NormalizationStats(np.zeros(zeroed.shape[0]), noise[0])

@@ -40,17 +40,20 @@ Existing outputs are not replaced without ``overwrite``, and this is checked for
 file's outputs before any work. :func:`process_files` keeps a run log of file statuses
 (:mod:`ccdseg.pipeline.batch`) from which ``skip_existing`` resumes an interrupted batch.
 
-Pixels outside the ``DATASEC`` of an image header (prescan and overscan, in the IRAF/NOAO
-convention ``[x1:x2,y1:y2]``, 1-based, inclusive) are left out of every statistic and
-labelled background. Other prescan keys are not used: the DAMIC-M header key ``PRESCAN = 8``
-describes the sequencer, and in a partial readout (``NCOLPRE = 3900`` in the DAMIC-M test
-file) the first columns read are active pixels; their noise and pedestal match the rest
-of the image (only the first column sits ~3 ADU higher, a known first-pixel effect).
+Each image is cut into its amplifier segments (:func:`ccdseg.calib.amplifiers.find_segments`, option
+``amplifiers``). Pixels outside every segment (prescan and overscan named by the header: ``DATASEC`` in
+the IRAF/NOAO convention ``[x1:x2,y1:y2]``, 1-based, inclusive, or the LTA and DAMIC-M keys) are left
+out of every statistic and labelled background; in the DAMIC-M test file's partial readout
+(``NCOLPRE = 3900``) every column read is active. A single segment without a significant baseline
+along the row is normalised as a whole, exactly as the network was trained; otherwise every segment's
+zero (row pedestal and column baseline, :func:`ccdseg.calib.baseline.subtract_zero`) is removed and
+its noise equalised, so that the network sees each amplifier normalised on its own, and the catalogue
+measures charge above the same zero. The layout goes into each ``LABELS`` header: ``CSAMPS`` (e.g.
+``'2x2'``), ``CSAMPn`` (section of segment n, 1-based) and, where measured, ``CSGAINn`` (ADU/e-).
 """
 
 import functools
 import os
-import re
 import traceback
 import warnings
 from dataclasses import dataclass, field
@@ -62,19 +65,22 @@ from astropy.table import vstack
 
 from ccdseg import plots
 from ccdseg._version import __version__
+from ccdseg.calib.amplifiers import find_segments
+from ccdseg.calib.baseline import subtract_zero
 from ccdseg.calib.gain import resolve_gain
 from ccdseg.classes import NAMES, class_id
-from ccdseg.errors import CcdsegError, ConfigError, InputError
+from ccdseg.errors import CcdsegError, InputError
 from ccdseg.io import check_absent, fits_stem, image_header, read_images
 from ccdseg.io import output_paths as files
 from ccdseg.io.atomic import atomic_paths, recover_group
 from ccdseg.io.regions import region_file_text
 from ccdseg.measure import catalog
+from ccdseg.measure.catalog import saturated_pixels
 from ccdseg.measure.mask import mask_hdu
 from ccdseg.measure.run_mask import apply_run_mask, read_run_mask
 from ccdseg.measure.sections import find_sections
 from ccdseg.measure.summary import search_products, summary_table
-from ccdseg.nn.normalize import normalization_stats
+from ccdseg.nn.normalize import equalize_noise, normalization_stats
 from ccdseg.pipeline import batch, runners
 from ccdseg.pipeline.options import ProcessOptions
 
@@ -84,7 +90,6 @@ _FIND_MARGIN = 5
 FIND_SHOWN = 16
 #: Catalogue columns in electrons: FITS has no standard unit for them, astropy drops it on writing.
 _ELECTRON_COLUMNS = ("charge_e", "peak_e")
-_DATASEC = re.compile(r"^\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*$")
 
 
 @dataclass
@@ -141,48 +146,59 @@ def output_paths(path, out_dir, labels=("",), find=None):
     return files(out_dir, fits_stem(path), suffixes)
 
 
-def data_section(header, shape):
-    """Slices of the data section (``DATASEC``) of an image, or None when the header has none.
-
-    Raises
-    ------
-    ConfigError
-        ``DATASEC`` is malformed or outside the image.
-    """
-    value = header.get("DATASEC")
-    if value is None:
-        return None
-    match = _DATASEC.match(str(value))
-    if not match:
-        raise ConfigError(f"DATASEC {value!r} is not of the form [x1:x2,y1:y2]")
-    x1, x2, y1, y2 = (int(v) for v in match.groups())
-    if not (1 <= x1 <= x2 <= shape[1] and 1 <= y1 <= y2 <= shape[0]):
-        raise ConfigError(f"DATASEC {value!r} lies outside the {shape[1]} x {shape[0]} image")
-    return slice(y1 - 1, y2), slice(x1 - 1, x2)
-
-
-def _analysed_image(image):
-    """The image with pixels outside DATASEC set to NaN (left out of statistics, labelled background)."""
-    section = data_section(image.header, image.data.shape)
-    if section is None:
+def _analysed_image(image, segments):
+    """The image with pixels outside every segment set to NaN (left out of statistics, labelled background)."""
+    covered = np.zeros(image.data.shape, dtype=bool)
+    for segment in segments:
+        covered[segment.rows, segment.cols] = True
+    if covered.all():
         return image.data
-    masked = np.full_like(image.data, np.nan)
-    masked[section] = image.data[section]
-    return masked
+    return np.where(covered, image.data, np.float32(np.nan))
 
 
-def _segment(data, model, options, progress=False):
-    """Labels, probabilities (None for the classical method) and the row pedestal (ADU) of an image."""
+def _segment(data, segments, model, options, progress=False):
+    """Labels, probabilities (None for the classical method), and the image and pedestal of the catalogue (ADU).
+
+    One segment without a significant baseline takes the whole-image path the network was trained with;
+    otherwise the segments, each minus its zero, are scaled to a common noise for the labelling.
+    """
+    window = model.normalization["row_window"] if options.method == "network" else 15
+    zeroed, noise, baselines = subtract_zero(data, segments, row_window=window)
+    if len(segments) == 1 and baselines[0] is None:
+        del zeroed
+        labels, probs, stats = _label(data, None, model, options, progress)
+        return labels, probs, data, None if stats is None else stats.pedestal
+    labels, probs, _ = _label(zeroed, equalize_noise(zeroed, segments, noise), model, options, progress)
+    equalize_noise(zeroed, segments, noise, undo=True)
+    return labels, probs, zeroed, 0.0
+
+
+def _label(data, stats, model, options, progress):
+    """Labels, probabilities and the normalisation statistics used (None for the classical method)."""
     if options.method == "classical":
         from ccdseg.measure.classical import segment_classical
         return segment_classical(data), None, None
     from ccdseg.infer.predict import segment  # torch is imported only for the network method
-    stats = normalization_stats(data, model.normalization)
+    stats = normalization_stats(data, model.normalization) if stats is None else stats
     # probabilities always: the catalogue's mean_prob uses them
     labels, probs = segment(data, model=model, tile_size=options.tile_size, device=options.device,
                             precision=options.precision, return_probabilities=True, engine=options.engine,
                             stats=stats, cluster_threshold=options.cluster_threshold, progress=progress)
-    return labels, probs, stats.pedestal
+    return labels, probs, stats
+
+
+def layout_cards(segments):
+    """Header cards of the amplifier layout: ``CSAMPS`` ('COLSxROWS'), ``CSAMPn`` and ``CSGAINn``."""
+    cols = len({(s.cols.start, s.cols.stop) for s in segments})
+    rows = len({(s.rows.start, s.rows.stop) for s in segments})
+    layout = f"{cols}x{rows}" if cols * rows == len(segments) else str(len(segments))
+    cards = [("CSAMPS", layout, "amplifier segments (COLSxROWS)")]
+    for number, segment in enumerate(segments, start=1):
+        cards.append((f"CSAMP{number}", segment.section, "amplifier segment [x1:x2,y1:y2]"))
+        if segment.gain is not None:
+            cards.append((f"CSGAIN{number}", round(segment.gain.value, 6),
+                          f"[ADU/e-] measured, +- {segment.gain.error:.2g}"))
+    return cards
 
 
 def process_file(path, out_dir, options=None, *, model=None, progress=False, **changes):
@@ -396,17 +412,20 @@ def _process(path, images, primary, paths, model, options, progress=False):
     label_hdus, prob_hdus, tables, panels, results = [], [], [], [], []
     mask_hdus, summaries = [], []  # search products
     for image in images:
-        data = _analysed_image(image)
-        labels, probs, pedestal = _segment(data, model, options, progress)
+        segments = find_segments(image.data, (image.header, primary), layout=options.amplifiers)
+        data = _analysed_image(image, segments)
+        labels, probs, measured, pedestal = _segment(data, segments, model, options, progress)
         # --- search products: a run's defects relabel the segmentation (ccdseg.measure.run_mask) ---
         defects = None if options.run_mask is None else read_run_mask(options.run_mask, image.label, data.shape)
         labels = labels if defects is None else apply_run_mask(labels, defects)
-        used_gain, source = resolve_gain(data, (image.header, primary), options.gain)
-        tables.append(catalog.find_clusters(data, labels, probabilities=probs, gain=used_gain, pedestal=pedestal,
-                                            hdu=image.label))
+        used_gain, source = resolve_gain(data, (image.header, primary), options.gain, segments=segments)
+        tables.append(catalog.find_clusters(measured, labels, probabilities=probs, gain=used_gain, pedestal=pedestal,
+                                            hdu=image.label, saturated=saturated_pixels(image.data, image.header)))
+        del measured
         suffix = "" if single else f"_{image.label}"
-        label_hdus.append(fits.ImageHDU(labels, header=_labels_header(image, used_gain, source),
-                                        name=f"LABELS{suffix}"))
+        header = _labels_header(image, used_gain, source)
+        header.update(layout_cards(segments))
+        label_hdus.append(fits.ImageHDU(labels, header=header, name=f"LABELS{suffix}"))
         if options.probabilities:
             prob_hdus.append(fits.ImageHDU(probs, header=_probabilities_header(), name=f"PROB{suffix}"))
         del probs

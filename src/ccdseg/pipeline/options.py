@@ -4,6 +4,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from ccdseg.calib.amplifiers import parse_layout
 from ccdseg.calib.gain import check_gain
 from ccdseg.classes import class_id
 from ccdseg.errors import ConfigError
@@ -51,6 +52,10 @@ class ProcessOptions:
     run_mask : str or Path, optional
         Run-level defect map (``ccdseg mask``) applied to every image: its defects are masked and
         relabelled (:func:`ccdseg.measure.run_mask.apply_run_mask`).
+    amplifiers : str
+        Amplifier segments normalised each on its own: "auto" (from the header, else from the pedestal
+        steps of the data), "none" (one segment) or "COLSxROWS" such as "2x2" (an even grid); see
+        :func:`ccdseg.calib.amplifiers.find_segments`.
 
     Raises
     ------
@@ -71,6 +76,7 @@ class ProcessOptions:
     overwrite: bool = False
     skip_existing: bool = False
     run_mask: str | Path | None = None
+    amplifiers: str = "auto"
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -94,6 +100,7 @@ class ProcessOptions:
         object.__setattr__(self, "gain", check_gain(self.gain))
         if self.run_mask is not None and not Path(self.run_mask).is_file():
             raise ConfigError(f"run_mask: {self.run_mask}: no such file")
+        parse_layout(self.amplifiers)
         if self.find is not None:
             try:
                 object.__setattr__(self, "find", class_id(self.find))

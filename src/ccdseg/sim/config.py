@@ -120,6 +120,41 @@ class LabelConfig:
 
 
 @dataclass
+class ReadoutConfig:
+    """What real readouts add (all off by default): several amplifiers, baselines, odd columns, compression.
+
+    Electronic effects (baseline, transient, pedestals) move the zero and leave the labels alone; dead and
+    negative columns lose their charge (background); saturated columns are defects (hot pixel).
+    Charges are in e-, turned into ADU with each amplifier's gain.
+    """
+
+    amplifier_cols: int = 1                       #: amplifiers along the row; each reads its own part
+    amplifier_rows: int = 1                       #: ... and along the column (the readout corner faces out)
+    pedestal_offset_adu: tuple = (-500.0, 500.0)  #: pedestal of each amplifier relative to the first (ADU)
+    noise_spread: float = 0.2                     #: relative spread of the amplifiers' readout noise
+    gain_spread: float = 0.05                     #: relative spread of the amplifiers' gains
+    sawtooth_e: tuple = (0.0, 0.0)                #: baseline saw-tooth: jump at each tooth (e-, same in every row)
+    sawtooth_period_px: tuple = (150, 350)        #: columns between the jumps of the saw-tooth
+    sawtooth_decay_px: tuple = (20.0, 80.0)       #: e-folding length of the decay after each jump (px)
+    baseline_jumps: tuple = (0, 0)                #: lasting baseline steps along the row (count)
+    jump_e: tuple = (1.0, 5.0)                    #: size of a step (e-, either sign)
+    prescan_transient_e: tuple = (0.0, 0.0)       #: offset of the first column read, decaying (e-)
+    prescan_transient_px: float = 4.0             #: e-folding length of the transient (px)
+    dead_columns: tuple = (0, 0)                  #: columns that read no charge (count)
+    negative_columns: tuple = (0, 0)              #: columns that read below the pedestal (count)
+    negative_e: tuple = (3.0, 30.0)               #: charge deficit of a negative column (e-)
+    saturated_columns: tuple = (0, 0)             #: full-height columns at the ADC limit or full well (count)
+    rice_q: float = 0.0                           #: fpack quantisation: steps per noise sigma (e.g. 4); 0 is off
+
+    @property
+    def enabled(self):
+        """Whether any effect is switched on."""
+        return (self.amplifier_cols * self.amplifier_rows > 1 or self.sawtooth_e[1] > 0 or self.baseline_jumps[1] > 0
+                or self.prescan_transient_e[1] > 0 or self.dead_columns[1] > 0 or self.negative_columns[1] > 0
+                or self.saturated_columns[1] > 0 or self.rice_q > 0)
+
+
+@dataclass
 class SimConfig:
     """Everything the simulator needs for one image."""
 
@@ -128,6 +163,7 @@ class SimConfig:
     hot: HotPixelConfig = field(default_factory=HotPixelConfig)
     clusters: ClusterConfig = field(default_factory=ClusterConfig)
     labels: LabelConfig = field(default_factory=LabelConfig)
+    readout: ReadoutConfig = field(default_factory=ReadoutConfig)
 
     def to_dict(self):
         """Plain nested dict (tuples as lists), e.g. for a model file or a FITS header."""
@@ -251,6 +287,17 @@ _RULES = (
     ("clusters.muon_e_per_um clusters.ev_per_pair clusters.diffusion_a_um2 clusters.diffusion_b_per_um", POSITIVE),
     ("clusters.fano labels.cluster_min_e labels.cluster_min_sigma labels.glow_min_e labels.glow_min_sigma",
      NON_NEGATIVE),
+    ("readout.amplifier_cols readout.amplifier_rows", at_least(1)),
+    ("readout.noise_spread readout.gain_spread", interval("[0, 1)")),
+    ("readout.sawtooth_e readout.jump_e readout.prescan_transient_e readout.negative_e readout.sawtooth_period_px "
+     "readout.sawtooth_decay_px readout.baseline_jumps readout.dead_columns readout.negative_columns "
+     "readout.saturated_columns", value_range()),
+    ("readout.pedestal_offset_adu", (lambda value: value[0] <= value[1], "a range [low, high]")),
+    ("readout.sawtooth_period_px readout.sawtooth_decay_px", POSITIVE_LOW),
+    ("readout.sawtooth_period_px readout.baseline_jumps readout.dead_columns readout.negative_columns "
+     "readout.saturated_columns", INTEGER_RANGE),
+    ("readout.prescan_transient_px", POSITIVE),
+    ("readout.rice_q", NON_NEGATIVE),
 )
 
 

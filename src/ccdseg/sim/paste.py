@@ -28,6 +28,7 @@ from ccdseg.calib.gain import check_gain, resolve_gain
 from ccdseg.checks import check_image
 from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL, IGNORE
 from ccdseg.errors import ConfigError
+from ccdseg.io import image_header
 from ccdseg.sim import artefacts
 from ccdseg.sim.config import load_config, validate
 from ccdseg.sim.simulate import Simulation, cluster_truth, draw_event_charge, label_thresholds, poisson_where_positive
@@ -121,8 +122,12 @@ def paste_events(frame, config=None, gain=None, seed=None, rng=None, with_artefa
                       charge={k: v.astype(np.float32) for k, v in charge.items()}, config=config)
 
 
-def iter_pasted(frames, config=None, *, gain=None, seed=0, with_artefacts=False, source=""):
-    """Endless (Simulation, header keys) of events pasted onto the frames in turn.
+def iter_pasted(frames, config=None, *, gain=None, seed=0, with_artefacts=False, source="", primary=None):
+    """Endless (Simulation, header) of events pasted onto the frames in turn.
+
+    The header is the frame's own (every card but the structural ones, after those of ``primary``),
+    plus ``BKGFILE``, ``BKGHDU``, ``GAIN`` (the gain used) and ``GAINSRC`` (where it came from: the
+    option, the frame's header, or measured from resolved single-electron peaks; never guessed).
 
     Parameters
     ----------
@@ -138,16 +143,22 @@ def iter_pasted(frames, config=None, *, gain=None, seed=0, with_artefacts=False,
         Also paste simulated glow and hot pixels.
     source : str
         Name of the frames' file, recorded as ``BKGFILE`` in the header keys.
+    primary : astropy.io.fits.Header, optional
+        The primary header of the frames' file, kept as well.
 
     Raises
     ------
     ConfigError
         A frame's gain is neither given nor measurable (:func:`ccdseg.calib.gain.resolve_gain`).
     """
-    gains = [resolve_gain(frame.data, (frame.header,), gain, required=True)[0] for frame in frames]
+    gains = [resolve_gain(frame.data, (frame.header,), gain, required=True) for frame in frames]
     sequence = np.random.SeedSequence(seed)
     for index in itertools.count():
-        frame, frame_gain = frames[index % len(frames)], gains[index % len(frames)]
+        frame, (frame_gain, source_of_gain) = frames[index % len(frames)], gains[index % len(frames)]
         rng = np.random.default_rng(sequence.spawn(1)[0])
-        keys = {"BKGFILE": source[:68], "BKGHDU": frame.label}
+        keys = image_header(primary if primary is not None else frame.header[:0])
+        keys.extend(image_header(frame.header), update=True)
+        keys["BKGFILE"], keys["BKGHDU"] = source[:68], frame.label
+        keys["GAIN"] = (frame_gain, "[ADU/e-] gain of the pasted events")
+        keys["GAINSRC"] = (source_of_gain, "option, header or estimated")
         yield paste_events(frame.data, config, frame_gain, rng=rng, with_artefacts=with_artefacts), keys

@@ -76,6 +76,9 @@ def simulate_image(config=None, seed=None, rng=None):
     """
     config = load_config(config) if isinstance(config, str) or config is None else validate(config)
     rng = np.random.default_rng(seed) if rng is None else rng
+    if config.readout.enabled:
+        from ccdseg.sim.readout import simulate_readout  # it simulates each amplifier with this function
+        return simulate_readout(config, rng)
     det = config.detector
     active = (det.height, det.width - det.prescan_columns - det.overscan_columns)
     if active[1] < 1:

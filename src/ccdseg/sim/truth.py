@@ -26,19 +26,19 @@ def write_simulation(simulation, path, keys=None, overwrite=False):
     """Write a simulated image to ``path`` and its truth to :func:`truth_path` (``NAME_truth.fits``).
 
     The image file has one primary HDU (float32, ADU) whose header records the gain, pedestal
-    and noise, plus ``keys`` (a dict of extra header keys); the truth file has the extensions
-    of :data:`TRUTH_LAYOUT`.
+    and noise, plus ``keys`` (a dict or :class:`astropy.io.fits.Header` of extra cards, which win
+    over the simulated ones); the truth file has the extensions of :data:`TRUTH_LAYOUT`.
     """
     det = simulation.config.detector
     primary = fits.PrimaryHDU(simulation.image)
-    for key, value in (keys or {}).items():
-        primary.header[key] = value
     for key, value, comment in (("GAIN", det.gain_adu_per_e, "[ADU/e-] simulated gain"),
                                 ("PEDESTAL", det.pedestal_adu, "[ADU] simulated pedestal"),
                                 ("RDNOISE", det.noise_e, "[e-] effective readout noise"),
                                 ("NSAMP", det.n_samples, "skipper samples per pixel"),
                                 ("EXPOSURE", det.exposure_s, "[s] exposure")):
         primary.header[key] = (value, comment)
+    # a real frame's own header (events pasted onto it) says more about its readout than the config
+    primary.header.extend(keys if isinstance(keys, fits.Header) else list((keys or {}).items()), update=True)
     truth = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(simulation.labels, name="LABELS"),
                           fits.ImageHDU(simulation.ids, name="IDS"), fits.BinTableHDU(simulation.truth, name="TRUTH")])
     # both files or neither: an image without its truth (or with a stale one) must not be left behind
