@@ -65,8 +65,9 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
         Raw image in ADU. NaN/Inf pixels count as zero charge.
     labels : ndarray (H, W) of int
         Segmentation (class ids of :mod:`ccdseg.classes`); components of ``labels == CLUSTER`` are catalogued.
-    probabilities : ndarray (N_CLASSES, H, W), optional
-        Class probabilities; gives ``mean_prob``, the mean cluster probability over the cluster's pixels.
+    probabilities : ndarray (N_CLASSES, H, W) or (H, W), optional
+        Class probabilities, or the cluster probability alone; gives ``mean_prob``, the mean cluster
+        probability over the cluster's pixels.
     gain : float, optional
         Gain in ADU/e-. Without it the electron and energy columns are NaN (the schema stays the same).
     pedestal : float or ndarray (H,), optional
@@ -91,9 +92,9 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
     labels = check_image(labels, "labels", shape=image.shape)
     if gain is not None and not gain > 0:
         raise ConfigError(f"gain must be positive (ADU/e-), got {gain!r}")
-    if probabilities is not None and np.shape(probabilities)[1:] != image.shape:
-        raise ConfigError(f"probabilities must have shape (N_CLASSES, {image.shape[0]}, {image.shape[1]}), "
-                          f"got {np.shape(probabilities)}")
+    if probabilities is not None and image.shape not in (np.shape(probabilities)[1:], np.shape(probabilities)):
+        raise ConfigError(f"probabilities must have shape (N_CLASSES, {image.shape[0]}, {image.shape[1]}) "
+                          f"or {image.shape}, got {np.shape(probabilities)}")
     pedestal = pedestal_array(image, pedestal)
 
     components, n = ndimage.label(labels == CLUSTER, structure=structure(connectivity))
@@ -144,7 +145,7 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
         "charge_adu": charge, "peak_adu": peak,
         "charge_e": charge / gain if gain else np.full(n, np.nan),
         "peak_e": peak / gain if gain else np.full(n, np.nan),
-        "mean_prob": (per_cluster(np.asarray(probabilities[CLUSTER], dtype=np.float64)[ys, xs]) / npix
+        "mean_prob": (per_cluster(_cluster_plane(probabilities)[ys, xs].astype(np.float64)) / npix
                       if probabilities is not None else np.full(n, np.nan)),
         "sigma_x": np.sqrt(vxx), "sigma_y": np.sqrt(vyy), "elongation": elongation,
         "edge": (xmin == 0) | (ymin == 0) | (xmax == width - 1) | (ymax == height - 1),
@@ -152,3 +153,8 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
     }
     columns["energy_ev"] = columns["charge_e"] * ev_per_pair
     return _catalog(columns)
+
+
+def _cluster_plane(probabilities):
+    """The cluster probability (H, W) from all class probabilities or from the plane itself."""
+    return probabilities if np.ndim(probabilities) == 2 else probabilities[CLUSTER]

@@ -43,7 +43,7 @@ from ccdseg.errors import ConfigError, InputError, ModelFileError
 from ccdseg.io import atomic_path, write_text_atomic
 from ccdseg.io import output_paths as files
 from ccdseg.nn import dataset, labelled, losses
-from ccdseg.nn.model import build_model, load_model, resolve_arch, save_model
+from ccdseg.nn.model import build_model, input_multiple, load_model, resolve_arch, save_model
 from ccdseg.nn.normalize import normalize, validate_params
 from ccdseg.sim.config import parse_override, read_toml
 
@@ -231,10 +231,10 @@ def validate_train_config(values):
             raise ConfigError(f"{key} = {getattr(config, key)!r}: must be >= 0")
     if not 0 < config.val_fraction < 1:
         raise ConfigError(f"val_fraction = {config.val_fraction!r}: must be in (0, 1)")
-    arch = resolve_arch(config.arch)
+    multiple = input_multiple(config.arch)
     validate_params(config.normalization)
-    if config.tile_size % 2 ** arch["depth"]:
-        raise ConfigError(f"tile_size = {config.tile_size}: must be a multiple of 2**depth = {2 ** arch['depth']}")
+    if config.tile_size % multiple:
+        raise ConfigError(f"tile_size = {config.tile_size}: must be a multiple of {multiple} (the network's input)")
     if config.sim_size % config.tile_size:
         raise ConfigError(f"sim_size = {config.sim_size}: must be a multiple of tile_size = {config.tile_size}")
     weights = config.class_weights

@@ -151,10 +151,10 @@ def _segment(data, model, options):
         return segment_classical(data), None, None
     from ccdseg.infer.predict import segment  # torch is imported only for the network method
     stats = normalization_stats(data, model.normalization)
-    # probabilities always: the catalogue's mean_prob uses them
+    # the catalogue's mean_prob needs the cluster plane only: the whole cube only when it is written
     labels, probs = segment(data, model=model, tile_size=options.tile_size, device=options.device,
-                            precision=options.precision, return_probabilities=True, engine=options.engine,
-                            stats=stats, cluster_threshold=options.cluster_threshold)
+                            precision=options.precision, return_probabilities=options.probabilities or "cluster",
+                            engine=options.engine, stats=stats, cluster_threshold=options.cluster_threshold)
     return labels, probs, stats.pedestal
 
 
