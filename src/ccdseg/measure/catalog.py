@@ -88,7 +88,7 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
         charge uses equal weights). ``elongation`` adds the 1/12 px^2 pixel variance to both principal
         variances, so a one-pixel-wide track has a finite elongation.
     """
-    image = check_image(image, dtype=np.float64)
+    image = check_image(image)  # no float64 copy of a whole frame: the cluster pixels are converted below
     labels = check_image(labels, "labels", shape=image.shape)
     if gain is not None and not gain > 0:
         raise ConfigError(f"gain must be positive (ADU/e-), got {gain!r}")
@@ -102,7 +102,7 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
         return _catalog({name: np.zeros(0, dtype=str if name == "hdu" else float) for name in CATALOG_COLUMNS})
     ys, xs = np.nonzero(components)
     lab = components[ys, xs] - 1
-    values = image[ys, xs] - pedestal[ys if pedestal.shape[0] > 1 else 0, 0]
+    values = image[ys, xs].astype(np.float64) - pedestal[ys if pedestal.shape[0] > 1 else 0, 0]
     values[~np.isfinite(values)] = 0.0
 
     def per_cluster(weights=None):

@@ -345,7 +345,7 @@ def save_model(path, net, arch, normalization, **metadata):
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "arch": resolve_arch(arch),
+        "arch": _stored_arch(arch),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
         "normalization": validate_params(normalization),
         "classes": list(NAMES),
@@ -414,6 +414,14 @@ def load_model(path=None, device="cpu"):
     metadata = {key: value for key, value in payload.items() if key not in _RESERVED}
     return Model(net=net, arch=arch, normalization=normalization, classes=classes,
                  metadata=metadata, path=str(path))
+
+
+def _stored_arch(arch):
+    """Complete architecture as stored; without ``stem_width`` when 0, so that earlier ccdseg versions read it."""
+    arch = resolve_arch(arch)
+    if not arch["stem_width"]:
+        del arch["stem_width"]
+    return arch
 
 
 def _check_int(key, value, minimum):
