@@ -119,7 +119,7 @@ def segment(image, model=None, tile_size=TILE_SIZE, overlap=None, batch_size=1, 
         bf16 autocast of the network (convolutions in bfloat16, softmax in float32) or plain
         float32; the onnx engine needs "fp32". On a CPU without native bf16 arithmetic
         (no AVX-512 BF16 or AMX, e.g. AVX2 only) "bf16" runs in float32: emulated bf16 was
-        4-8x slower there (``benchmarks/results/network_choice.md``).
+        6-8x slower there (``benchmarks/results/network_choice.md``).
     return_probabilities : bool or "cluster"
         True: also return the class probabilities (N_CLASSES, H, W) float32. "cluster": only
         the cluster probability (H, W) as float16 (what the catalogue uses, 2 bytes a pixel).
