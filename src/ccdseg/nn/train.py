@@ -234,7 +234,8 @@ def validate_train_config(values):
     multiple = input_multiple(config.arch)
     validate_params(config.normalization)
     if config.tile_size % multiple:
-        raise ConfigError(f"tile_size = {config.tile_size}: must be a multiple of {multiple} (the network's input)")
+        raise ConfigError(f"tile_size = {config.tile_size}: must be a multiple of 2**depth "
+                          f"(twice that with a stem) = {multiple}")
     if config.sim_size % config.tile_size:
         raise ConfigError(f"sim_size = {config.sim_size}: must be a multiple of tile_size = {config.tile_size}")
     weights = config.class_weights
