@@ -1,9 +1,10 @@
-"""Wall time and peak memory of segmenting one large frame: network models and the classical baseline.
+"""Wall time and peak memory of segmenting one large frame: network models, deepCR and the classical baseline.
 
 Usage::
 
     python benchmarks/speed.py [--model PATH] [--thesis-model PATH] [--sizes 4096x4096 6144x4128]
-                               [--repeats N] [--methods shipped thesis classical] [--preload LIB] [--write]
+                               [--repeats N] [--methods shipped thesis deepcr classical] [--modes whole model]
+                               [--preload LIB] [--write]
 
 Every measurement runs in a fresh Python process, so that its peak resident memory (the child's
 ``ru_maxrss`` from ``os.wait4``) is its own. Two modes:
@@ -15,6 +16,11 @@ Every measurement runs in a fresh Python process, so that its peak resident memo
 ``model``
     :func:`ccdseg.infer.predict.segment` (or :func:`ccdseg.measure.classical.segment_classical`) on an
     in-memory array, after a warm-up call on one tile that loads the model.
+
+deepCR (Zhang & Bloom 2020; ``pip install deepCR``) runs its shipped "ACS-WFC" cosmic-ray mask
+model on 256 px patches under ``torch.inference_mode``; "whole" reads the FITS file and writes the
+mask as a uint8 FITS file. The table's "x deepCR" column is deepCR's time over each method's on the
+same frame and mode: how many times deepCR's speed a method reaches.
 
 Without ``--model`` the shipped model is used if installed, otherwise a randomly initialised
 ``default`` network (speed does not depend on the weights; the table says which). The thesis
@@ -87,6 +93,8 @@ def conv_macs(net, tile_shape):
 def worker(task):
     """Run one measurement in this (fresh) process; print a JSON line with the times."""
     start = time.perf_counter()
+    if task["method"] == "deepcr":
+        return deepcr_worker(task, start)
     from ccdseg.pipeline import job as pipeline
     if task["method"] != "classical":
         import ccdseg.infer.predict  # noqa: F401 (import time of torch counted with the imports)
@@ -110,6 +118,29 @@ def worker(task):
             segment(image, task["model"])
         seconds = time.perf_counter() - t0
     print(json.dumps({"seconds": seconds, "import_s": imported}))
+
+
+def deepcr_worker(task, start):
+    """:func:`worker` for deepCR's mask model (ACS-WFC), 256 px patches, no inpainting."""
+    import torch
+    from astropy.io import fits
+    from deepCR import deepCR
+
+    imported = time.perf_counter() - start
+    t0 = time.perf_counter()
+    net = deepCR(mask="ACS-WFC", device="CPU")
+    with torch.inference_mode():
+        if task["mode"] == "whole":
+            image = fits.getdata(task["fits"]).astype(np.float32)
+            mask = net.clean(image, threshold=0.5, inpaint=False, patch=256)
+            with tempfile.TemporaryDirectory(dir=task["tmp"]) as out_dir:
+                fits.PrimaryHDU(mask.astype(np.uint8)).writeto(Path(out_dir) / "mask.fits")
+        else:
+            image = np.load(task["npy"])
+            net.clean(image[:256, :256], threshold=0.5, inpaint=False, patch=256)
+            t0 = time.perf_counter()
+            net.clean(image, threshold=0.5, inpaint=False, patch=256)
+    print(json.dumps({"seconds": time.perf_counter() - t0, "import_s": imported}))
 
 
 def measure(task, preload=None):
@@ -173,11 +204,11 @@ def tile_work(model_path, shape):
     """Convolution MACs for one frame of ``shape`` with segment's default tiling, and the tile count."""
     from ccdseg.infer import TILE_SIZE
     from ccdseg.infer.tiling import default_overlap, tile_grid
-    from ccdseg.nn.model import load_model
+    from ccdseg.nn.model import input_multiple, load_model
 
     tile, overlap = TILE_SIZE, default_overlap(TILE_SIZE)
     model = load_model(model_path)
-    grid = tile_grid(shape, tile, overlap, multiple=2 ** model.arch["depth"])
+    grid = tile_grid(shape, tile, overlap, multiple=input_multiple(model.arch))
     return conv_macs(model.net, grid.tile_shape) * len(grid), len(grid), (tile, overlap)
 
 
@@ -187,8 +218,9 @@ def main():
     parser.add_argument("--thesis-model", help="model file of the thesis network (default: random init)")
     parser.add_argument("--sizes", nargs="+", default=["4096x4096", "6144x4128"], help="frame sizes, WIDTHxHEIGHT")
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per measurement (median reported)")
-    parser.add_argument("--methods", nargs="+", default=["shipped", "thesis", "classical"],
-                        choices=["shipped", "thesis", "classical"])
+    parser.add_argument("--methods", nargs="+", default=["shipped", "thesis", "deepcr", "classical"],
+                        choices=["shipped", "thesis", "deepcr", "classical"])
+    parser.add_argument("--modes", nargs="+", default=["whole", "model"], choices=["whole", "model"])
     parser.add_argument("--preload", help="library to LD_PRELOAD in the measured processes (e.g. tcmalloc)")
     parser.add_argument("--write", action="store_true", help=f"save the table to {RESULTS}")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -201,8 +233,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         models = prepare_models(args, tmp)
         methods = [(name, path) for name, path, _ in models]
-        if "classical" in args.methods:
-            methods.append(("classical", None))
+        methods += [(name, None) for name in ("deepcr", "classical") if name in args.methods]
         rows = []
         for size in args.sizes:
             width, height = (int(v) for v in size.lower().split("x"))
@@ -213,7 +244,7 @@ def main():
             del image
             for name, path in methods:
                 work = tile_work(path, (height, width)) if path else None
-                for mode in ("whole", "model"):
+                for mode in args.modes:
                     task = {"method": name, "mode": mode, "model": path, "npy": str(npy), "fits": str(fits_path),
                             "tmp": tmp}
                     runs = [measure(task, args.preload) for _ in range(args.repeats)]
@@ -254,12 +285,15 @@ def _format_row(row):
 
 def _table(rows):
     reference = {(r["size"], r["mode"]): r["seconds"] for r in rows if r["method"] == "shipped"}
-    lines = ["| method | frame (W x H) | mode | s / frame (median) | min s | x shipped | Mpix/s | CPU s | "
+    deepcr = {(r["size"], r["mode"]): r["seconds"] for r in rows if r["method"] == "deepcr"}
+    lines = ["| method | frame (W x H) | mode | s / frame (median) | min s | x shipped | x deepCR | Mpix/s | CPU s | "
              "peak RSS GB | minor faults | GFLOP/s (% of peak) | load avg |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ref = reference.get((r["size"], r["mode"]))
         ratio = f"{r['seconds'] / ref:.2f}" if ref else "-"
+        ref = deepcr.get((r["size"], r["mode"]))
+        ratio += f" | {ref / r['seconds']:.2f}" if ref else " | -"
         gflops = (f"{r['gflops']:.0f} ({100 * r['gflops'] / PEAK_GFLOPS['bf16']:.0f} %)"
                   if r["gflops"] is not None else "-")
         lines.append(f"| {r['method']} | {r['size']} | {r['mode']} | {r['seconds']:.2f} | {r['min_s']:.2f} | {ratio} | "
@@ -272,7 +306,8 @@ def _notes(models, rows, args):
     lines = ["Models: " + "; ".join(description for _, _, description in models) + "."]
     tiled = next((r["tiles"] for r in rows if r.get("tiles")), None)
     if tiled:
-        lines.append(f"Tiling: {tiled[1][0]} px tiles, {tiled[1][1]} px overlap (segment's defaults), bf16 autocast.")
+        lines.append(f"Tiling: {tiled[1][0]} px tiles, {tiled[1][1]} px overlap (segment's defaults), bf16 autocast "
+                     "(float32 on a CPU without native bf16).")
     imports = {r["method"]: r["import_s"] for r in rows if r["mode"] == "whole"}
     lines.append("Import time of a fresh process (not in the table): "
                  + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in imports.items()) + ".")

@@ -141,3 +141,34 @@ def test_dropout_only_in_training():
     assert not torch.equal(net(x), net(x))
     net.eval()
     assert torch.equal(net(x), net(x))
+
+
+def test_halfres_network_runs_at_half_resolution_between_full_resolution_stem_and_head(tmp_path):
+    from ccdseg.nn.model import input_multiple
+
+    arch = resolve_arch("halfres")
+    assert input_multiple(arch) == 8 and input_multiple("default") == 8 and input_multiple("thesis") == 16
+    torch.manual_seed(0)
+    net = build_model("halfres").eval()
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs[0].out_channels == 8 and net.encoder[0][0].in_channels == 32  # 2x2 blocks of the 8-channel stem
+    assert level_widths(arch) == [32, 64, 64]
+    x = torch.randn(2, 1, 48, 40)
+    with torch.inference_mode():
+        logits = net(x)
+        assert logits.shape == (2, len(NAMES), 48, 40)
+        with pytest.raises(ValueError, match="multiples of 8"):
+            net(torch.randn(1, 1, 44, 40))
+    save_model(tmp_path / "h.pt", net, "halfres", None)
+    loaded = load_model(tmp_path / "h.pt")
+    assert loaded.arch == arch
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded.net(x), logits)
+
+
+def test_full_resolution_model_files_do_not_store_stem_width(tmp_path):
+    # earlier ccdseg versions reject unknown architecture keys
+    save_model(tmp_path / "d.pt", build_model("default"), "default", None)
+    stored = torch.load(tmp_path / "d.pt", weights_only=True)["arch"]
+    assert "stem_width" not in stored
+    assert load_model(tmp_path / "d.pt").arch["stem_width"] == 0

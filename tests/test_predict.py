@@ -120,3 +120,39 @@ def test_cluster_threshold_sets_the_operating_point(tiny_model):
     for bad in (0.0, 1.5, -0.1):
         with pytest.raises(ConfigError, match="cluster_threshold"):
             segment(image, tiny_model, tile_size=64, cluster_threshold=bad)
+
+
+def test_banded_blend_equals_one_accumulator_over_the_frame(tiny_model):
+    # several rows of tiles, a row of NaN across a band boundary: bands must agree with a whole-frame blend
+    from ccdseg.infer.tiling import blend, pad_image, tile_grid
+    from ccdseg.nn.normalize import normalization_stats, normalize
+
+    image = _frame((300, 170), seed=3)
+    image[110:114] = np.nan
+    labels, probabilities = segment(image, tiny_model, tile_size=64, overlap=16, precision="fp32")
+    model = get_model(tiny_model)
+    grid = tile_grid(image.shape, 64, 16, multiple=4)
+    network_input = pad_image(normalize(image, model.normalization, normalization_stats(image, model.normalization)),
+                              grid)
+    run = predict._torch_engine(model.net, "cpu", "fp32")
+    th, tw = grid.tile_shape
+    outputs = [((y0, x0), run(network_input[None, None, y0:y0 + th, x0:x0 + tw])[0]) for y0, x0 in grid.starts]
+    whole = blend(outputs, grid, N_CLASSES)
+    valid = np.isfinite(image)
+    np.testing.assert_allclose(probabilities[:, valid], whole[:, valid], rtol=1e-6, atol=1e-7)
+    background = np.eye(N_CLASSES, dtype=np.float32)[BACKGROUND][:, None]
+    np.testing.assert_array_equal(probabilities[:, ~valid], np.broadcast_to(background, (N_CLASSES, (~valid).sum())))
+
+
+def test_cluster_plane_alone_is_the_float16_cluster_probability(tiny_model):
+    image = _frame((200, 230), seed=4)
+    image[5, :] = np.nan
+    labels, probabilities = segment(image, tiny_model, tile_size=64, overlap=16, precision="fp32")
+    labels_c, plane = segment(image, tiny_model, tile_size=64, overlap=16, precision="fp32",
+                              return_probabilities="cluster")
+    np.testing.assert_array_equal(labels_c, labels)
+    assert plane.dtype == np.float16 and plane.shape == image.shape
+    np.testing.assert_array_equal(plane, probabilities[CLUSTER].astype(np.float16))
+    assert not plane[5].any()
+    with pytest.raises(ConfigError, match="return_probabilities"):
+        segment(image, tiny_model, return_probabilities="all")

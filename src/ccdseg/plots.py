@@ -81,6 +81,10 @@ def display_limits(image, lower=1.0, upper=99.5):
     return float(vmin), float(vmax)
 
 
+#: Display rows reduced at a time by :func:`_display_arrays`.
+_BAND_BLOCKS = 32
+
+
 def _block_reduce(array, factor, fill, reduce):
     """Reduce ``factor`` x ``factor`` blocks with ``reduce`` (a NumPy reduction), padding with ``fill``."""
     if factor == 1:
@@ -93,19 +97,25 @@ def _block_reduce(array, factor, fill, reduce):
 
 
 def _display_arrays(image, labels, max_size):
-    """Pedestal-subtracted image (block mean) and RGB labels (block max: clusters win) of display size."""
-    image = np.asarray(image, dtype=np.float64)
-    factor = max(1, int(np.ceil(max(image.shape) / max_size)))
-    finite = np.isfinite(image)
-    total = _block_reduce(np.where(finite, image, 0.0), factor, 0.0, np.sum)
-    count = _block_reduce(finite.astype(np.float64), factor, 0.0, np.sum)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = total / count
+    """Pedestal-subtracted image (block mean) and RGB labels (block max: clusters win) of display size.
+
+    Reduced a band of rows at a time: no full-frame temporaries, whatever the frame size.
+    """
+    factor = max(1, int(np.ceil(max(np.shape(image)) / max_size)))
+    step = factor * _BAND_BLOCKS
+    means, ranks = [], []
+    for y0 in range(0, np.shape(image)[0], step):
+        part = np.asarray(image[y0:y0 + step], dtype=np.float64)
+        finite = np.isfinite(part)
+        total = _block_reduce(np.where(finite, part, 0.0), factor, 0.0, np.sum)
+        count = _block_reduce(finite.astype(np.float64), factor, 0.0, np.sum)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means.append(total / count)
+        band = np.asarray(labels[y0:y0 + step])
+        ranks.append(_block_reduce(np.where(band == IGNORE, -1, band.astype(np.int16)), factor, -1, np.max))
+    mean, ranked = np.concatenate(means), np.concatenate(ranks)
     # pedestal of the reduced image: as good for display and far cheaper than on the full frame
     mean -= row_pedestal(mean)[:, None]
-    labels = np.asarray(labels)
-    ranked = np.where(labels == IGNORE, -1, labels.astype(np.int16))
-    ranked = _block_reduce(ranked, factor, -1, np.max)
     lut = np.zeros((256, 3), dtype=np.uint8)
     lut[:N_CLASSES] = rgb_table()
     lut[IGNORE] = _IGNORE_RGB

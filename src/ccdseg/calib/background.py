@@ -15,6 +15,22 @@ from ccdseg.errors import ConfigError
 MAD_TO_SIGMA = 1.4826
 
 
+#: Rows whose medians are taken at a time by :func:`row_pedestal`.
+_BAND_ROWS = 256
+
+
+def _row_medians(rows):
+    """Median of the finite pixels of every row (NaN for a row without any), in float64."""
+    rows = np.asarray(rows, dtype=np.float64)
+    finite = np.isfinite(rows)
+    if finite.all():  # the common case; nanmedian is several times slower
+        return np.median(rows, axis=1)
+    with warnings.catch_warnings():
+        # a row without finite pixels has a NaN median, filled in by the caller
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+        return np.nanmedian(np.where(finite, rows, np.nan), axis=1)
+
+
 def row_pedestal(image, window=15):
     """Pedestal of every row: the row medians, smoothed by a running median across rows.
 
@@ -33,17 +49,12 @@ def row_pedestal(image, window=15):
     ndarray (H,)
         Pedestal of each row, in the unit of ``image``.
     """
-    image = np.asarray(image, dtype=np.float64)
+    image = np.asarray(image)
     if image.size == 0:
         medians = np.zeros(image.shape[0])
-    elif np.isfinite(image).all():  # the common case; nanmedian is several times slower
-        medians = np.median(image, axis=1)
-    else:
-        finite = np.where(np.isfinite(image), image, np.nan)
-        with warnings.catch_warnings():
-            # a row without finite pixels has a NaN median, filled in below
-            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
-            medians = np.nanmedian(finite, axis=1)
+    else:  # a band of rows at a time: no float64 copy of a whole frame
+        medians = np.concatenate([_row_medians(image[y0:y0 + _BAND_ROWS])
+                                  for y0 in range(0, image.shape[0], _BAND_ROWS)])
     if np.all(np.isnan(medians)):
         return np.zeros(image.shape[0])
     # rows without a finite pixel take the pedestal of the nearest row that has one

@@ -26,7 +26,7 @@ from ccdseg._version import __version__
 from ccdseg.classes import NAMES
 from ccdseg.errors import ConfigError, ModelFileError
 from ccdseg.io import atomic_path
-from ccdseg.nn.model import Model, load_model, resolve_arch
+from ccdseg.nn.model import Model, input_multiple, load_model, resolve_arch
 from ccdseg.nn.normalize import validate_params
 
 FORMAT = "ccdseg-onnx"
@@ -101,7 +101,7 @@ def onnx_bytes(model=None):
         model = load_model(model)
     # a copy: the caller's network keeps its device and memory layout
     net = _WithSoftmax(copy.deepcopy(model.net)).to("cpu", memory_format=torch.contiguous_format).eval()
-    side = 2 ** model.arch["depth"]
+    side = input_multiple(model.arch)
     stream = io.BytesIO()
     axes = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings():

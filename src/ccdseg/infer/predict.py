@@ -24,12 +24,9 @@ from ccdseg.classes import BACKGROUND, CLUSTER, N_CLASSES
 from ccdseg.errors import ConfigError, ModelFileError
 from ccdseg.infer import ENGINES, PRECISIONS, TILE_SIZE
 from ccdseg.infer.onnx import OnnxModel, is_onnx_path, load_onnx_model
-from ccdseg.infer.tiling import blend, default_overlap, pad_image, tile_grid
-from ccdseg.nn.model import Model, load_model
+from ccdseg.infer.tiling import blend_bands, default_overlap, pad_to, tile_grid
+from ccdseg.nn.model import Model, input_multiple, load_model
 from ccdseg.nn.normalize import normalization_stats, normalize
-
-#: Rows normalised (and labelled) at a time: bounds the float64 temporaries of a full frame.
-_ROW_BLOCK = 512
 
 _MODELS = {}
 
@@ -106,6 +103,10 @@ def segment(image, model=None, tile_size=TILE_SIZE, overlap=None, batch_size=1, 
             return_probabilities=True, engine="torch", stats=None, cluster_threshold=None, progress=False):
     """Label every pixel of a raw image as background, glowing, hot pixel or cluster.
 
+    The frame is processed in bands of one row of tiles: each band is normalised, run through
+    the network, blended and decided before the next, so the memory beyond the image, the
+    labels and what ``return_probabilities`` asks for is a few tile rows, at any frame size.
+
     Parameters
     ----------
     image : ndarray (H, W)
@@ -115,7 +116,7 @@ def segment(image, model=None, tile_size=TILE_SIZE, overlap=None, batch_size=1, 
     model : Model, OnnxModel, str, path-like or None
         See :func:`get_model`; None is the model shipped with ccdseg.
     tile_size : int
-        Tile side (px), rounded up to a multiple of ``2**depth`` of the network. Larger tiles
+        Tile side (px), rounded up to a multiple of the network's input multiple. Larger tiles
         spend less of the work on overlap (64 px overlap: 1.27x the work of no overlap for
         512 px tiles on a 4096 x 4096 frame, 1.72x for 256 px tiles).
     overlap : int, optional
@@ -130,9 +131,13 @@ def segment(image, model=None, tile_size=TILE_SIZE, overlap=None, batch_size=1, 
         "cpu" or "cuda".
     precision : {"bf16", "fp32"}
         bf16 autocast of the network (convolutions in bfloat16, softmax in float32) or plain
-        float32; the onnx engine needs "fp32".
-    return_probabilities : bool
-        Also return the class probabilities.
+        float32; the onnx engine needs "fp32". On a CPU without native bf16 arithmetic
+        (no AVX-512 BF16 or AMX, e.g. AVX2 only) "bf16" runs in float32: emulated bf16 was
+        6-8x slower there (``benchmarks/results/network_choice.md``).
+    return_probabilities : bool or "cluster"
+        True: also return the class probabilities (N_CLASSES, H, W) float32. "cluster": only
+        the cluster probability (H, W) as float16 (what the catalogue uses, 2 bytes a pixel).
+        False: None.
     engine : {"torch", "onnx"}
         Run the network with PyTorch or with ONNX Runtime (see :func:`get_model`).
     stats : NormalizationStats, optional
@@ -149,8 +154,9 @@ def segment(image, model=None, tile_size=TILE_SIZE, overlap=None, batch_size=1, 
     -------
     labels : ndarray (H, W), uint8
         Class ids of :mod:`ccdseg.classes`.
-    probabilities : ndarray (N_CLASSES, H, W), float32, or None
-        Blended softmax probabilities (1 for BACKGROUND at NaN/Inf pixels).
+    probabilities : ndarray (N_CLASSES, H, W) float32, ndarray (H, W) float16, or None
+        Blended softmax probabilities (1 for BACKGROUND at NaN/Inf pixels), as
+        ``return_probabilities`` asks.
 
     Raises
     ------
@@ -166,27 +172,36 @@ def segment(image, model=None, tile_size=TILE_SIZE, overlap=None, batch_size=1, 
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if cluster_threshold is not None and not 0 < cluster_threshold <= 1:
         raise ConfigError(f"cluster_threshold must be a probability in (0, 1], got {cluster_threshold!r}")
+    if return_probabilities not in (True, False, "cluster"):
+        raise ConfigError(f"return_probabilities must be True, False or 'cluster', got {return_probabilities!r}")
     if engine == "onnx" and precision != "fp32":
         raise ConfigError(f"the onnx engine computes in float32: use precision 'fp32', not {precision!r}")
     model = get_model(model, device, engine)
     run_batch = model.probabilities if engine == "onnx" else _torch_engine(model.net, device, precision)
     overlap = default_overlap(tile_size) if overlap is None else overlap
-    grid = tile_grid(image.shape, tile_size, overlap, multiple=2 ** model.arch["depth"])
+    grid = tile_grid(image.shape, tile_size, overlap, multiple=input_multiple(model.arch))
     stats = normalization_stats(image, model.normalization) if stats is None else stats
-    network_input = pad_image(_normalized(image, model.normalization, stats), grid)
-    outputs = _tile_outputs(run_batch, network_input, grid, batch_size, progress)
-    probabilities = blend(outputs, grid, N_CLASSES)
-    del network_input
     labels = np.empty(image.shape, dtype=np.uint8)
-    for y0 in range(0, image.shape[0], _ROW_BLOCK):
-        rows = slice(y0, y0 + _ROW_BLOCK)
-        labels[rows] = decide(probabilities[:, rows], cluster_threshold)
+    probabilities = {True: np.empty((N_CLASSES, *image.shape), dtype=np.float32),
+                     "cluster": np.empty(image.shape, dtype=np.float16), False: None}[return_probabilities]
+    outputs = _tile_outputs(run_batch, image, model.normalization, stats, grid, batch_size)
+    # one refresh per band of tiles: few enough to draw every one, so the bar ends at its total
+    bar = tqdm(total=len(grid.rows) * len(grid.cols), desc="tiles", unit="tile", disable=not progress,
+               leave=False, mininterval=0)
+    for rows, band in blend_bands(outputs, grid, N_CLASSES):
+        bar.update(len(grid.cols))
         invalid = ~np.isfinite(image[rows])
-        if invalid.any():
-            labels[rows][invalid] = BACKGROUND
+        labels[rows] = decide(band, cluster_threshold)
+        labels[rows][invalid] = BACKGROUND
+        if return_probabilities is True:
+            probabilities[:, rows] = band
             probabilities[:, rows][:, invalid] = 0.0
             probabilities[BACKGROUND, rows][invalid] = 1.0
-    return labels, (probabilities if return_probabilities else None)
+        elif return_probabilities == "cluster":
+            probabilities[rows] = band[CLUSTER]
+            probabilities[rows][invalid] = 0.0
+    bar.close()
+    return labels, probabilities
 
 
 def decide(probabilities, cluster_threshold=None):
@@ -221,27 +236,29 @@ def _argmax(probabilities):
     return labels
 
 
-def _normalized(image, params, stats):
-    """Network input of the whole image, float32, with statistics of the whole image."""
-    out = np.empty(image.shape, dtype=np.float32)
-    for y0 in range(0, image.shape[0], _ROW_BLOCK):
-        rows = slice(y0, y0 + _ROW_BLOCK)
-        out[rows] = normalize(image[rows], params, stats=(stats.pedestal[rows], stats.sigma))
-    return out
-
-
 def _torch_engine(net, device, precision):
     """Function from normalised tiles (N, 1, H, W) float32 to probabilities (N, C, H, W) float32."""
     device_type = torch.device(device).type
+    bf16 = precision == "bf16"
     if device_type == "cpu":
         _keep_freed_memory()
+        bf16 = bf16 and _native_bf16()
 
     def run_batch(tiles):
-        with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
             x = torch.from_numpy(tiles).to(device).contiguous(memory_format=torch.channels_last)
             return torch.softmax(net(x).float(), dim=1).cpu().numpy()
 
     return run_batch
+
+
+@functools.cache
+def _native_bf16():
+    """Whether this CPU computes bf16 convolutions natively (AVX-512 BF16 or AMX); else oneDNN emulates them."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return True
 
 
 @functools.cache
@@ -265,14 +282,19 @@ def _keep_freed_memory():
     libc.mallopt(m_trim_threshold, 1 << 30)
 
 
-def _tile_outputs(run_batch, network_input, grid, batch_size, progress=False):
-    """Yield ``(start, probabilities (C, th, tw) float32)`` for every tile of ``grid``."""
+def _tile_outputs(run_batch, image, params, stats, grid, batch_size):
+    """Yield ``(start, probabilities (C, th, tw) float32)`` for every tile of ``grid``, in raster order.
+
+    The network input is made one row of tiles at a time (normalised with the statistics of
+    the whole image, padded by mirroring where the image is shorter than a tile).
+    """
     th, tw = grid.tile_shape
-    starts = grid.starts
-    with tqdm(total=len(starts), desc="tiles", unit="tile", disable=not progress, leave=False) as bar:
+    for y0 in grid.rows:
+        rows = slice(y0, y0 + th)
+        band = normalize(image[rows], params, stats=(stats.pedestal[rows], stats.sigma))
+        band = pad_to(band, (th, grid.padded_shape[1]))
+        starts = [(y0, x0) for x0 in grid.cols]
         for first in range(0, len(starts), batch_size):
             batch = starts[first:first + batch_size]
-            tiles = np.stack([network_input[y0:y0 + th, x0:x0 + tw] for y0, x0 in batch])
+            tiles = np.stack([band[:, x0:x0 + tw] for _, x0 in batch])
             yield from zip(batch, run_batch(tiles[:, None]), strict=True)
-            bar.update(len(batch))
-

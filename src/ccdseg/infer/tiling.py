@@ -4,8 +4,9 @@ A network sees only a tile at a time; near a tile's edge it lacks context, so ti
 and each tile's output is weighted by a Gaussian centred on the tile (as in nnU-Net) before
 the weighted outputs are averaged. The tile positions form a Cartesian product of one start
 list per axis, and the weight is a product of one 1-D Gaussian per axis, so the sum of the
-weights at a pixel is the product of two 1-D sums: blending needs no (H, W) weight array,
-only the (C, H, W) float32 accumulator.
+weights at a pixel is the product of two 1-D sums: blending needs no (H, W) weight array.
+Tiles arrive in raster order, so once a row of tiles is added, every image row above the next
+row of tiles is final: :func:`blend_bands` keeps a (C, tile height, W) float32 accumulator only.
 """
 
 from dataclasses import dataclass
@@ -105,14 +106,19 @@ def tile_grid(shape, tile_size=TILE_SIZE, overlap=64, multiple=1):
 
 
 def pad_image(image, grid):
-    """Pad ``image`` at its bottom and right to ``grid.padded_shape`` by mirroring.
+    """Pad ``image`` at its bottom and right to ``grid.padded_shape`` by mirroring (see :func:`pad_to`)."""
+    return pad_to(image, grid.padded_shape)
+
+
+def pad_to(image, shape):
+    """Pad ``image`` at its bottom and right to ``shape`` by mirroring.
 
     The mirror includes the edge pixel (``numpy.pad`` mode ``symmetric``) and repeats as often as
     needed, so an image smaller than the padding (5 x 7 into 16 x 16) works. Returns ``image``
     itself when no padding is needed.
     """
     image = np.asarray(image)
-    extra = [(0, p - n) for p, n in zip(grid.padded_shape, image.shape, strict=True)]
+    extra = [(0, p - n) for p, n in zip(shape, image.shape, strict=True)]
     if not any(after for _, after in extra):
         return image
     return np.pad(image, extra, mode="symmetric")
@@ -136,8 +142,7 @@ def blend(outputs, grid, channels):
     Parameters
     ----------
     outputs : iterable of ((int, int), ndarray (channels, th, tw))
-        ``(start, output)`` per tile, ``start`` from ``grid.starts``; consumed one at a time, so a
-        generator keeps only one batch of tile outputs in memory.
+        ``(start, output)`` per tile, in the raster order of ``grid.starts``.
     grid : TileGrid
     channels : int
         Channels of every tile output.
@@ -145,24 +150,67 @@ def blend(outputs, grid, channels):
     Returns
     -------
     ndarray (channels, H, W), float32
-        The blended output, cropped to ``grid.shape``. Pixels covered by one tile get that
-        tile's value; where tiles overlap, the one whose centre is nearer dominates.
+        The blended output (see :func:`blend_bands`), whole.
+    """
+    total = np.empty((channels, *grid.shape), dtype=np.float32)
+    for rows, band in blend_bands(outputs, grid, channels):
+        total[:, rows] = band
+    return total
+
+
+def blend_bands(outputs, grid, channels):
+    """Gaussian-weighted average of overlapping tile outputs, yielded band by band of image rows.
+
+    Parameters
+    ----------
+    outputs : iterable of ((int, int), ndarray (channels, th, tw))
+        ``(start, output)`` per tile, in the raster order of ``grid.starts``; consumed one at a
+        time (a generator keeps only one batch of tile outputs in memory).
+    grid : TileGrid
+    channels : int
+        Channels of every tile output.
+
+    Yields
+    ------
+    rows : slice
+        Image rows of the band; the bands cover rows 0 to H - 1 in order.
+    band : ndarray (channels, rows, W), float32
+        The blended output of those rows, cropped to the image width. Pixels covered by one
+        tile get that tile's value; where tiles overlap, the one whose centre is nearer
+        dominates. Valid until the next band is requested.
+
+    Raises
+    ------
+    ValueError
+        If the outputs do not come in raster order.
     """
     th, tw = grid.tile_shape
     wy, wx = gaussian_weights(th), gaussian_weights(tw)
     weight = np.outer(wy, wx)
-    total = np.zeros((channels, *grid.padded_shape), dtype=np.float32)
-    for (y0, x0), output in outputs:
-        total[:, y0:y0 + th, x0:x0 + tw] += weight * output
     norm_rows = np.zeros(grid.padded_shape[0], dtype=np.float32)
     norm_cols = np.zeros(grid.padded_shape[1], dtype=np.float32)
     for y0 in grid.rows:
         norm_rows[y0:y0 + th] += wy
     for x0 in grid.cols:
         norm_cols[x0:x0 + tw] += wx
-    total /= norm_rows[:, None]
-    total /= norm_cols
     height, width = grid.shape
-    if (height, width) == grid.padded_shape:
-        return total
-    return np.ascontiguousarray(total[:, :height, :width])
+    # rows top .. top + th of the padded image; rows above the current tile row are final
+    total = np.zeros((channels, th, grid.padded_shape[1]), dtype=np.float32)
+    weighted = np.empty((channels, th, tw), dtype=np.float32)
+    outputs = iter(outputs)
+    for index, top in enumerate(grid.rows):
+        for x0 in grid.cols:
+            start, output = next(outputs)
+            if start != (top, x0):
+                raise ValueError(f"tile outputs must come in raster order: expected {(top, x0)}, got {start}")
+            np.multiply(output, weight, out=weighted)
+            total[:, :, x0:x0 + tw] += weighted
+        last = index == len(grid.rows) - 1
+        done = min(height, top + th) - top if last else grid.rows[index + 1] - top
+        band = total[:, :done, :width]
+        band /= norm_rows[top:top + done, None]
+        band /= norm_cols[:width]
+        yield slice(top, top + done), band
+        # the rows below the band carry over to the next row of tiles
+        total[:, :th - done] = total[:, done:].copy()
+        total[:, th - done:] = 0.0

@@ -85,8 +85,9 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
         Raw image in ADU. NaN/Inf pixels count as zero charge.
     labels : ndarray (H, W) of int
         Segmentation (class ids of :mod:`ccdseg.classes`); components of ``labels == CLUSTER`` are catalogued.
-    probabilities : ndarray (N_CLASSES, H, W), optional
-        Class probabilities; gives ``mean_prob``, the mean cluster probability over the cluster's pixels.
+    probabilities : ndarray (N_CLASSES, H, W) or (H, W), optional
+        Class probabilities, or the cluster probability alone; gives ``mean_prob``, the mean cluster
+        probability over the cluster's pixels.
     gain : float, optional
         Gain in ADU/e-. Without it the electron and energy columns are NaN (the schema stays the same).
     pedestal : float or ndarray (H,), optional
@@ -110,13 +111,13 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
         charge uses equal weights). ``elongation`` adds the 1/12 px^2 pixel variance to both principal
         variances, so a one-pixel-wide track has a finite elongation.
     """
-    image = check_image(image, dtype=np.float64)
+    image = check_image(image)  # no float64 copy of a whole frame: the cluster pixels are converted below
     labels = check_image(labels, "labels", shape=image.shape)
     if gain is not None and not gain > 0:
         raise ConfigError(f"gain must be positive (ADU/e-), got {gain!r}")
-    if probabilities is not None and np.shape(probabilities)[1:] != image.shape:
-        raise ConfigError(f"probabilities must have shape (N_CLASSES, {image.shape[0]}, {image.shape[1]}), "
-                          f"got {np.shape(probabilities)}")
+    if probabilities is not None and image.shape not in (np.shape(probabilities)[1:], np.shape(probabilities)):
+        raise ConfigError(f"probabilities must have shape (N_CLASSES, {image.shape[0]}, {image.shape[1]}) "
+                          f"or {image.shape}, got {np.shape(probabilities)}")
     pedestal = pedestal_array(image, pedestal)
 
     components, n = ndimage.label(labels == CLUSTER, structure=structure(connectivity))
@@ -124,7 +125,7 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
         return _catalog({name: np.zeros(0, dtype=str if name == "hdu" else float) for name in CATALOG_COLUMNS})
     ys, xs = np.nonzero(components)
     lab = components[ys, xs] - 1
-    values = image[ys, xs] - pedestal[ys if pedestal.shape[0] > 1 else 0, 0]
+    values = image[ys, xs].astype(np.float64) - pedestal[ys if pedestal.shape[0] > 1 else 0, 0]
     values[~np.isfinite(values)] = 0.0
 
     def per_cluster(weights=None):
@@ -167,7 +168,7 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
         "charge_adu": charge, "peak_adu": peak,
         "charge_e": charge / gain if gain else np.full(n, np.nan),
         "peak_e": peak / gain if gain else np.full(n, np.nan),
-        "mean_prob": (per_cluster(np.asarray(probabilities[CLUSTER], dtype=np.float64)[ys, xs]) / npix
+        "mean_prob": (per_cluster(_cluster_plane(probabilities)[ys, xs].astype(np.float64)) / npix
                       if probabilities is not None else np.full(n, np.nan)),
         "sigma_x": np.sqrt(vxx), "sigma_y": np.sqrt(vyy), "elongation": elongation,
         "edge": (xmin == 0) | (ymin == 0) | (xmax == width - 1) | (ymax == height - 1),
@@ -180,3 +181,8 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
     columns = {name: values[charged] for name, values in columns.items()}
     columns["id"] = np.arange(1, np.count_nonzero(charged) + 1)
     return _catalog(columns)
+
+
+def _cluster_plane(probabilities):
+    """The cluster probability (H, W) from all class probabilities or from the plane itself."""
+    return probabilities if np.ndim(probabilities) == 2 else probabilities[CLUSTER]

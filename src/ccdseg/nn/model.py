@@ -30,16 +30,19 @@ _ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU
 ARCH_DEFAULTS = {
     "in_channels": 1, "n_classes": N_CLASSES, "depth": 4, "base_width": 32,
     "width_multipliers": None, "max_width": None, "activation": "elu", "norm": None,
-    "groups": 8, "dropout": 0.0, "upsample": "transpose",
+    "groups": 8, "dropout": 0.0, "upsample": "transpose", "stem_width": 0,
 }
 
 #: Named architectures. ``thesis`` is the 2020 thesis network (32 -> 512 filters, 4 poolings,
 #: dropout 0.18, 7.76 M parameters); ``default`` is the small, fast network chosen by
 #: measurement (16/32/64 filters, 64-channel bottleneck, 0.32 M parameters; ReLU, because
-#: ELU took a quarter of its bf16 inference time on the CPU).
+#: ELU took a quarter of its bf16 inference time on the CPU); ``halfres`` runs a 32/64/64
+#: U-Net at half resolution between a thin 8-channel full-resolution stem and head
+#: (``benchmarks/network_choice.py``: the full-resolution layers are bound by memory traffic).
 ARCHITECTURES = {
     "thesis": {"depth": 4, "base_width": 32, "dropout": 0.18},
     "default": {"depth": 3, "base_width": 16, "max_width": 64, "activation": "relu"},
+    "halfres": {"depth": 2, "base_width": 32, "max_width": 64, "activation": "relu", "stem_width": 8},
 }
 
 
@@ -74,8 +77,8 @@ def resolve_arch(arch):
     if unknown:
         raise ConfigError(f"arch: unknown parameter {unknown[0]!r} (expected {', '.join(ARCH_DEFAULTS)})")
     full = {**ARCH_DEFAULTS, **ARCHITECTURES.get(preset, {}), **arch}
-    for key in ("in_channels", "n_classes", "depth", "base_width", "groups"):
-        _check_int(key, full[key], minimum=0 if key == "depth" else 1)
+    for key in ("in_channels", "n_classes", "depth", "base_width", "groups", "stem_width"):
+        _check_int(key, full[key], minimum=0 if key in ("depth", "stem_width") else 1)
     if full["max_width"] is not None:
         _check_int("max_width", full["max_width"], minimum=1)
     multipliers = full["width_multipliers"]
@@ -98,6 +101,23 @@ def resolve_arch(arch):
         raise ConfigError(f"arch: dropout must be a number in [0, 1), got {dropout!r}")
     full["dropout"] = float(dropout)
     return full
+
+
+def input_multiple(arch):
+    """Height and width of the network's input must be multiples of this (px).
+
+    Parameters
+    ----------
+    arch : str or dict
+        See :func:`resolve_arch`.
+
+    Returns
+    -------
+    int
+        ``2**depth``, times 2 for a half-resolution body (``stem_width`` > 0).
+    """
+    arch = resolve_arch(arch)
+    return 2 ** (arch["depth"] + (arch["stem_width"] > 0))
 
 
 def level_widths(arch):
@@ -149,6 +169,13 @@ class UNet(nn.Module):
         Dropout probability between the two convolutions of each level.
     upsample : {"transpose", "bilinear"}
         2x2 transposed convolution, or bilinear upsampling followed by a 1x1 convolution.
+    stem_width : int
+        0: the U-Net works at full resolution. Otherwise a 3x3 convolution of this many
+        filters works at full resolution, space-to-depth (``pixel_unshuffle``) hands its
+        output to the U-Net at half resolution, depth-to-space (``pixel_shuffle``) brings the
+        U-Net's last features back, concatenated with the stem's, and two convolutions (3x3 of
+        ``2 * stem_width`` filters, then 1x1) give the logits. Cheaper per pixel on the CPU,
+        where thin full-resolution layers are bound by memory traffic.
     """
 
     def __init__(self, **arch):
@@ -156,9 +183,14 @@ class UNet(nn.Module):
         self.arch = resolve_arch(arch)
         widths = level_widths(self.arch)
         self.depth = self.arch["depth"]
-        block = self._block_factory()
-        self.encoder = nn.ModuleList()
+        self.multiple = input_multiple(self.arch)
+        block = self._block
+        stem = self.arch["stem_width"]
         channels = self.arch["in_channels"]
+        if stem:
+            self.stem = nn.Sequential(*self._conv(channels, stem))
+            channels = 4 * stem  # pixel_unshuffle(2) stacks each 2x2 block into channels
+        self.encoder = nn.ModuleList()
         for width in widths:
             self.encoder.append(block(channels, width))
             channels = width
@@ -173,35 +205,42 @@ class UNet(nn.Module):
                                              nn.Conv2d(channels, width, kernel_size=1)))
             self.decoder.append(block(2 * width, width))
             channels = width
-        self.head = nn.Conv2d(channels, self.arch["n_classes"], kernel_size=1)
+        if stem:
+            # depth-to-space needs 4 * stem channels; concatenated with the stem: 2 * stem
+            self.squeeze = nn.Conv2d(channels, 4 * stem, kernel_size=1) if channels != 4 * stem else nn.Identity()
+            self.head = nn.Sequential(*self._conv(2 * stem, 2 * stem),
+                                      nn.Conv2d(2 * stem, self.arch["n_classes"], kernel_size=1))
+        else:
+            self.head = nn.Conv2d(channels, self.arch["n_classes"], kernel_size=1)
 
-    def _block_factory(self):
+    def _conv(self, cin, cout):
+        """3x3 convolution, optional normalisation, activation."""
         arch = self.arch
         activation = _ACTIVATIONS[arch["activation"]]
+        layers = [nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=arch["norm"] is None)]
+        if arch["norm"] == "batch":
+            layers.append(nn.BatchNorm2d(cout))
+        elif arch["norm"] == "group":
+            groups = next(g for g in range(min(arch["groups"], cout), 0, -1) if cout % g == 0)
+            layers.append(nn.GroupNorm(groups, cout))
+        # in place saves one full-size buffer per layer; GELU has no in-place form
+        layers.append(activation() if arch["activation"] == "gelu" else activation(inplace=True))
+        return layers
 
-        def conv(cin, cout):
-            layers = [nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=arch["norm"] is None)]
-            if arch["norm"] == "batch":
-                layers.append(nn.BatchNorm2d(cout))
-            elif arch["norm"] == "group":
-                groups = next(g for g in range(min(arch["groups"], cout), 0, -1) if cout % g == 0)
-                layers.append(nn.GroupNorm(groups, cout))
-            # in place saves one full-size buffer per layer; GELU has no in-place form
-            layers.append(activation() if arch["activation"] == "gelu" else activation(inplace=True))
-            return layers
-
-        def block(cin, cout):
-            dropout = [nn.Dropout(arch["dropout"])] if arch["dropout"] > 0 else []
-            return nn.Sequential(*conv(cin, cout), *dropout, *conv(cout, cout))
-
-        return block
+    def _block(self, cin, cout):
+        """Two 3x3 convolutions, dropout between them."""
+        dropout = [nn.Dropout(self.arch["dropout"])] if self.arch["dropout"] > 0 else []
+        return nn.Sequential(*self._conv(cin, cout), *dropout, *self._conv(cout, cout))
 
     def forward(self, x):
         """Class logits (N, n_classes, H, W) for input (N, in_channels, H, W)."""
-        multiple = 2 ** self.depth
+        multiple = self.multiple
         if x.shape[-2] % multiple or x.shape[-1] % multiple:
             raise ValueError(f"input height and width must be multiples of {multiple}, "
                              f"got {tuple(x.shape[-2:])}; pad the image first")
+        if self.arch["stem_width"]:
+            stem = self.stem(x)
+            x = nn.functional.pixel_unshuffle(stem, 2)
         skips = []
         for level, block in enumerate(self.encoder):
             if level:
@@ -211,6 +250,8 @@ class UNet(nn.Module):
         skips.pop()
         for up, block in zip(self.up, self.decoder, strict=True):
             x = block(torch.cat([up(x), skips.pop()], dim=1))
+        if self.arch["stem_width"]:
+            x = torch.cat([nn.functional.pixel_shuffle(self.squeeze(x), 2), stem], dim=1)
         return self.head(x)
 
 
@@ -304,7 +345,7 @@ def save_model(path, net, arch, normalization, **metadata):
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "arch": resolve_arch(arch),
+        "arch": _stored_arch(arch),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
         "normalization": validate_params(normalization),
         "classes": list(NAMES),
@@ -373,6 +414,14 @@ def load_model(path=None, device="cpu"):
     metadata = {key: value for key, value in payload.items() if key not in _RESERVED}
     return Model(net=net, arch=arch, normalization=normalization, classes=classes,
                  metadata=metadata, path=str(path))
+
+
+def _stored_arch(arch):
+    """Complete architecture as stored; without ``stem_width`` when 0, so that earlier ccdseg versions read it."""
+    arch = resolve_arch(arch)
+    if not arch["stem_width"]:
+        del arch["stem_width"]
+    return arch
 
 
 def _check_int(key, value, minimum):

@@ -90,11 +90,11 @@ def normalization_stats(image, params=None):
         ``pedestal`` (H,) and ``sigma``, both in ADU.
     """
     params = validate_params(params)
-    image = check_image(image, dtype=np.float64)
+    image = check_image(image)  # row_pedestal converts to float64 a band of rows at a time
     pedestal = row_pedestal(image, params["row_window"])
     # every k-th row: 2 Mpix measure the noise to 0.1 %, and a full frame's medians cost a second
     rows = sample_rows(image.shape)
-    sample = image[rows]
+    sample = image[rows].astype(np.float64)
     sigma = robust_sigma(sample - pedestal[rows, None])
     # A noiseless (constant) image has sigma 0; anything below the float32 resolution of the
     # image values is not a measurable noise, and the floor keeps the division finite.

@@ -14,7 +14,7 @@ from ccdseg.classes import N_CLASSES
 from ccdseg.errors import ConfigError
 from ccdseg.io import output_paths as files
 from ccdseg.nn import dataset, losses
-from ccdseg.nn.model import resolve_arch
+from ccdseg.nn.model import input_multiple
 from ccdseg.nn.normalize import validate_params
 from ccdseg.settings import NON_NEGATIVE, POSITIVE, check_rules, coerce, interval, one_of, parse_overrides, read_toml
 
@@ -202,10 +202,11 @@ def validate_train_config(values):
 
 def _check_shapes(config):
     """Architecture, normalisation, tile and image sizes, and class weights fit together."""
-    arch = resolve_arch(config.arch)
+    multiple = input_multiple(config.arch)
     validate_params(config.normalization)
-    if config.tile_size % 2 ** arch["depth"]:
-        raise ConfigError(f"tile_size = {config.tile_size}: must be a multiple of 2**depth = {2 ** arch['depth']}")
+    if config.tile_size % multiple:
+        raise ConfigError(f"tile_size = {config.tile_size}: must be a multiple of 2**depth "
+                          f"(twice that with a stem) = {multiple}")
     if config.sim_size % config.tile_size:
         raise ConfigError(f"sim_size = {config.sim_size}: must be a multiple of tile_size = {config.tile_size}")
     weights = config.class_weights

@@ -180,10 +180,11 @@ def _label(data, stats, model, options, progress):
         return segment_classical(data), None, None
     from ccdseg.infer.predict import segment  # torch is imported only for the network method
     stats = normalization_stats(data, model.normalization) if stats is None else stats
-    # probabilities always: the catalogue's mean_prob uses them
+    # the catalogue's mean_prob needs the cluster plane only: the whole cube only when it is written
     labels, probs = segment(data, model=model, tile_size=options.tile_size, device=options.device,
-                            precision=options.precision, return_probabilities=True, engine=options.engine,
-                            stats=stats, cluster_threshold=options.cluster_threshold, progress=progress)
+                            precision=options.precision, return_probabilities=options.probabilities or "cluster",
+                            engine=options.engine, stats=stats, cluster_threshold=options.cluster_threshold,
+                            progress=progress)
     return labels, probs, stats
 
 
