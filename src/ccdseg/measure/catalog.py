@@ -10,10 +10,11 @@ import numpy as np
 from astropy.table import Column, Table
 from scipy import ndimage
 
-from ccdseg.calib.background import pedestal_array
+from ccdseg.calib.background import pedestal_array, robust_sigma
 from ccdseg.checks import check_image
-from ccdseg.classes import CLUSTER, GLOWING, HOT_PIXEL
+from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
 from ccdseg.errors import ConfigError
+from ccdseg.measure.particles import PARTICLE_COLUMNS, particle_columns
 from ccdseg.measure.sections import structure
 
 #: Catalogue schema: name -> (dtype, unit, description). Fixed, so CSV/FITS readers can rely on it.
@@ -39,6 +40,9 @@ CATALOG_COLUMNS = {
     "edge": (bool, None, "touches the image border"),
     "near_glow": (bool, None, "a pixel is 8-adjacent to a glowing pixel"),
     "near_hot": (bool, None, "a pixel is 8-adjacent to a hot pixel"),
+    # particle kind, point fit and muon track (ccdseg.measure.particles); NaN where not applicable or without gain
+    **{name: (str if name == "kind" else np.float64, unit and u.Unit(unit), description)
+       for name, (unit, description) in PARTICLE_COLUMNS.items()},
 }
 
 #: Variance of a uniformly lit pixel (px^2); regularises the elongation of one-pixel-wide clusters.
@@ -98,7 +102,7 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
 
     components, n = ndimage.label(labels == CLUSTER, structure=structure(connectivity))
     if n == 0:
-        return _catalog({name: np.zeros(0, dtype=str if name == "hdu" else float) for name in CATALOG_COLUMNS})
+        return _catalog({name: np.zeros(0, dtype=str if name in ("hdu", "kind") else float) for name in CATALOG_COLUMNS})
     ys, xs = np.nonzero(components)
     lab = components[ys, xs] - 1
     values = image[ys, xs] - pedestal[ys if pedestal.shape[0] > 1 else 0, 0]
@@ -151,4 +155,10 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
         "near_glow": per_cluster(near_glow) > 0, "near_hot": per_cluster(near_hot) > 0,
     }
     columns["energy_ev"] = columns["charge_e"] * ev_per_pair
+    if gain:
+        charge_image = (image - pedestal) / gain
+        noise_e = robust_sigma(charge_image[labels == BACKGROUND])
+        columns.update(particle_columns(charge_image, components, n, noise_e=noise_e, ev_per_pair=ev_per_pair))
+    else:
+        columns.update({name: np.full(n, "" if name == "kind" else np.nan) for name in PARTICLE_COLUMNS})
     return _catalog(columns)
