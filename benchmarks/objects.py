@@ -1,5 +1,4 @@
-"""Pixel F1 per class with and without the object step, per preset of the benchmark set, and the glow halo
-on the bundled DAMIC-M sample.
+"""Pixel F1 per class with and without the object step on the benchmark set; the glow halo on the DAMIC-M sample.
 
 Usage::
 

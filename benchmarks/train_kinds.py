@@ -44,7 +44,7 @@ PURITY = 0.8
 
 
 def labelled_clusters(charge_e, labels, ids, truth, purity=0.0):
-    """Features and true kind index of the clusters of ``labels`` owned (>= ``purity`` of their truth pixels) by one event."""
+    """Features and true kind of the clusters of ``labels`` owned (>= ``purity`` of their truth pixels) by one event."""
     components, n = ndimage.label(labels == CLUSTER, structure=structure(2))
     features = cluster_features(charge_e, components, n)
     owned = (components > 0) & (ids > 0)
@@ -162,7 +162,8 @@ def main():
             "(BENCH_DIR from `ccdseg evaluate --make-benchmark BENCH_DIR`: 8 images of 512 x 512 per preset).",
             f"Machine: 2 cores AMD EPYC Zen 4, 24 GiB, torch 2.13 CPU ({platform.python_version()}); "
             f"{seconds / 60:.1f} min in all.", "",
-            f"Training: {len(y)} clusters of true labels ({', '.join(f'{k}: {n}' for k, n in zip(KINDS, np.bincount(y, minlength=4), strict=True))}), "
+            f"Training: {len(y)} clusters of true labels ("
+            f"{', '.join(f'{k}: {n}' for k, n in zip(KINDS, np.bincount(y, minlength=4), strict=True))}), "
             f"features {', '.join(FEATURES)}.", "",
             "Rows: true kind of the event owning most of the cluster's truth pixels; accuracy = share of the row "
             "predicted right.", "", format_confusion("training set (true labels)", train_matrix), *sections]

@@ -12,7 +12,7 @@ from ccdseg._version import __version__
 from ccdseg.errors import CcdsegError
 
 #: Subcommand modules, in the order ``ccdseg --help`` lists them.
-COMMANDS = ("demo", "simulate", "train", "predict", "evaluate", "export")
+COMMANDS = ("demo", "simulate", "train", "predict", "evaluate", "export", "calibrate")
 
 
 def build_parser():

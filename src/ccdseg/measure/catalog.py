@@ -102,7 +102,8 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
 
     components, n = ndimage.label(labels == CLUSTER, structure=structure(connectivity))
     if n == 0:
-        return _catalog({name: np.zeros(0, dtype=str if name in ("hdu", "kind") else float) for name in CATALOG_COLUMNS})
+        return _catalog({name: np.zeros(0, dtype=str if name in ("hdu", "kind") else float)
+                         for name in CATALOG_COLUMNS})
     ys, xs = np.nonzero(components)
     lab = components[ys, xs] - 1
     values = image[ys, xs] - pedestal[ys if pedestal.shape[0] > 1 else 0, 0]

@@ -42,7 +42,7 @@ def depth_from_sigma(sigma_um, sigma_err_um=0.0, *, a_um2=DAMIC_A_UM2, b_per_um=
 
 
 def track_axis(charge, rows, cols):
-    """Charge-weighted centre (y, x), unit direction (dy, dx) of the principal axis and the coordinates along/across it."""
+    """Charge-weighted centre (y, x), principal-axis direction (dy, dx), and coordinates along and across it (px)."""
     q = np.clip(np.asarray(charge, dtype=np.float64), 0.0, None)
     q = q if q.sum() > 0 else np.ones_like(q)
     yc, xc = np.average(rows, weights=q), np.average(cols, weights=q)

@@ -115,6 +115,7 @@ class KindModel:
     b2: np.ndarray
 
     def logits(self, features):
+        """Unnormalised log-probabilities of each kind, ndarray (n, len(KINDS))."""
         hidden = np.tanh(((np.asarray(features, float) - self.mean) / self.scale) @ self.w1 + self.b1)
         return hidden @ self.w2 + self.b2
 
@@ -126,11 +127,13 @@ class KindModel:
         return weights / weights.sum(axis=1, keepdims=True)
 
     def to_dict(self):
+        """JSON-ready parameters, with the feature and kind names they belong to."""
         return {"features": list(FEATURES), "kinds": list(KINDS),
                 **{name: getattr(self, name).tolist() for name in ("mean", "scale", "w1", "b1", "w2", "b2")}}
 
     @classmethod
     def from_dict(cls, document):
+        """The model of :meth:`to_dict`'s document; ConfigError when its features or kinds differ."""
         if list(document.get("features", [])) != list(FEATURES) or list(document.get("kinds", [])) != list(KINDS):
             raise ConfigError("kind model: its features or kinds differ from this version of ccdseg")
         return cls(**{name: np.asarray(document[name], float) for name in ("mean", "scale", "w1", "b1", "w2", "b2")})

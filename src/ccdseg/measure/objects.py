@@ -72,8 +72,7 @@ def _extend_lines(labels, min_line):
             continue
         axis = 0 if width == 1 else 1          # the run lies along this axis
         line = box[1].start if axis == 0 else box[0].start
-        ends = (box[axis].start - 1, box[axis].stop)
-        for end, step in zip(ends, (-1, 1), strict=True):
+        for end in (box[axis].start - 1, box[axis].stop):
             pixel = (end, line) if axis == 0 else (line, end)
             if not (0 <= pixel[0] < labels.shape[0] and 0 <= pixel[1] < labels.shape[1]):
                 continue

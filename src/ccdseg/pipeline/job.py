@@ -55,6 +55,7 @@ from ccdseg.io import atomic_path, check_absent, fits_stem, image_header, read_i
 from ccdseg.io import output_paths as files
 from ccdseg.io.regions import region_file_text
 from ccdseg.measure import catalog
+from ccdseg.measure.objects import resolve_objects
 from ccdseg.measure.sections import find_sections
 from ccdseg.nn.normalize import normalization_stats
 from ccdseg.pipeline import runners
@@ -294,6 +295,8 @@ def _process(path, images, primary, paths, model, options):
     for image in images:
         data = _analysed_image(image)
         labels, probs, pedestal = _segment(data, model, options)
+        if options.objects:
+            labels = resolve_objects(labels)
         used_gain, source = resolve_gain(data, (image.header, primary), options.gain)
         tables.append(catalog.find_clusters(data, labels, probabilities=probs, gain=used_gain, pedestal=pedestal,
                                             hdu=image.label))

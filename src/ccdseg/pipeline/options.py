@@ -42,6 +42,9 @@ class ProcessOptions:
         probable class, see :func:`ccdseg.infer.predict.decide`).
     overwrite : bool
         Replace existing outputs.
+    objects : bool
+        Make the labels consistent objects (:func:`ccdseg.measure.objects.resolve_objects`) before the
+        catalogue: on the benchmark set it raises the hot-pixel and cluster F1 and lowers no class.
 
     Raises
     ------
@@ -60,6 +63,7 @@ class ProcessOptions:
     tile_size: int = TILE_SIZE
     cluster_threshold: float | None = None
     overwrite: bool = False
+    objects: bool = True
 
     def __post_init__(self):
         if self.method not in METHODS:
