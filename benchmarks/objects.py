@@ -53,8 +53,8 @@ def main():
         changed = 0
         for path in find_images([Path(args.bench) / preset]):
             image, truth, _, _, _ = read_simulated(path)
-            labels = segment(image, model=model, return_probabilities=False)[0]
-            resolved = resolve_objects(labels)
+            labels, probabilities = segment(image, model=model)
+            resolved = resolve_objects(labels, probabilities)
             changed += int((resolved != labels).sum())
             before += metrics.confusion_matrix(truth, labels)
             after += metrics.confusion_matrix(truth, resolved)
@@ -67,8 +67,8 @@ def main():
     totals = np.zeros(4, np.int64)
     for image in read_images(SAMPLE):
         stats = normalization_stats(image.data, model.normalization)
-        labels = segment(image.data, model=model, return_probabilities=False, stats=stats)[0]
-        counts = (*halo_share(labels), *halo_share(resolve_objects(labels)))
+        labels, probabilities = segment(image.data, model=model, stats=stats)
+        counts = (*halo_share(labels), *halo_share(resolve_objects(labels, probabilities)))
         totals += counts
         lines.append(f"| {image.label} | {counts[0]} / {counts[1]} ({counts[0] / max(counts[1], 1):.1%}) | "
                      f"{counts[2]} / {counts[3]} ({counts[2] / max(counts[3], 1):.1%}) |")

@@ -120,7 +120,7 @@ def benchmark_label(image):
     """The pipeline's labels: the shipped U-Net, then the object step."""
     from ccdseg.infer.predict import segment
     from ccdseg.measure.objects import resolve_objects
-    return resolve_objects(segment(image, return_probabilities=False)[0])
+    return resolve_objects(*segment(image))
 
 
 def main():

@@ -27,16 +27,20 @@ def test_cluster_crossing_a_line_stays_cluster():
 
 
 def test_glow_halo_goes_and_real_glow_stays():
-    labels = np.zeros((40, 40), np.uint8)
+    labels = np.zeros((80, 80), np.uint8)
     labels[8:13, 8:13] = CLUSTER
     labels[7, 7:14] = GLOWING             # a thin ring piece hugging the cluster
     labels[10, 10] = HOT_PIXEL            # a fragment inside the cluster
-    labels[25:40, 20:40] = GLOWING        # a real glow region...
-    labels[30:33, 30:33] = CLUSTER        # ...with a cluster in it
+    labels[40:70, 30:70] = GLOWING        # a real glow region...
+    labels[50:53, 50:53] = CLUSTER        # ...with a cluster in it
+    probabilities = np.zeros((4, 80, 80))
+    probabilities[HOT_PIXEL, 7, 7] = 1.0  # the network's second choice decides between background and hot
     out = resolve_objects(labels)
     assert np.all(out[7, 7:14] == BACKGROUND)
     assert out[10, 10] == CLUSTER
-    assert (out[25:40, 20:40] == GLOWING).sum() == 15 * 20 - 9
+    assert (out[40:70, 30:70] == GLOWING).sum() == 30 * 40 - 9
+    out = resolve_objects(labels, probabilities)
+    assert out[7, 7] == HOT_PIXEL and np.all(out[7, 8:14] == BACKGROUND)
 
 
 def test_resolve_objects_rejects_bad_options():
@@ -81,3 +85,35 @@ def test_kinds_of_simulated_clusters():
     assert points.sum() > 50
     assert np.mean(kinds[points] == "point") >= 0.95
     assert set(kinds) <= set(KINDS)
+
+
+def test_width_profiles_of_simulated_muons_recover_the_diffusion_law():
+    from scipy import ndimage
+
+    from ccdseg.calib.background import row_pedestal
+    from ccdseg.measure.diffusion import width_profile
+    from ccdseg.sim.config import load_config
+    from ccdseg.sim.simulate import iter_simulations
+
+    config = load_config("skipper", overrides={
+        "detector.height": 512, "detector.width": 512, "clusters.muons_per_mpix": (60.0, 60.0),
+        "clusters.points_per_mpix": (10.0, 10.0), "clusters.worms_per_mpix": (0.0, 0.0)})
+    fractions, variances = [], []
+    for sim, _ in zip(iter_simulations(config, seed=0), range(10), strict=False):
+        charge = (sim.image - row_pedestal(sim.image)[:, None]) / config.detector.gain_adu_per_e
+        components, _ = ndimage.label(sim.labels == CLUSTER, structure=np.ones((3, 3)))
+        kind_of = dict(zip(sim.truth["id"], sim.truth["kind"], strict=True))
+        for index, box in enumerate(ndimage.find_objects(components)):
+            rows, cols = np.nonzero(components[box] == index + 1)
+            owners = sim.ids[box][rows, cols]
+            inside = box[0].start > 0 and box[1].start > 0 and box[0].stop < 512 and box[1].stop < 512
+            if not inside or np.any(owners != owners[0]) or kind_of[owners[0]] != "muon":
+                continue
+            length, fraction, variance = width_profile(charge[box][rows, cols], rows, cols)
+            if length >= 15:
+                fractions.append(fraction)
+                variances.append(variance)
+    assert len(fractions) > 50
+    a, b, a_err, b_err = fit_diffusion(np.concatenate(fractions), np.concatenate(variances))
+    assert a == pytest.approx(config.clusters.diffusion_a_um2, rel=0.10)
+    assert b == pytest.approx(config.clusters.diffusion_b_per_um, rel=0.10)

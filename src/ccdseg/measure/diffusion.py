@@ -72,13 +72,15 @@ def width_profile(charge, rows, cols, *, n_bins=10):
     length_px : float
         Projected length (px).
     fraction : ndarray (n_bins - 1,)
-        Bin centres as a fraction of the length from the narrow end.
+        Bin centres (empty for a track of at most 1 px) as a fraction of the length from the narrow end.
     variance_px2 : ndarray (n_bins - 1,)
         Charge-weighted transverse variance per bin, less the pixel's 1/12 px² (NaN for an empty bin).
     """
     q = np.clip(np.asarray(charge, dtype=np.float64), 0.0, None)
     _, _, along, across = track_axis(q, np.asarray(rows, float), np.asarray(cols, float))
     length = np.sqrt(12.0 * np.average(along ** 2, weights=q))
+    if not length > 1.0:
+        return float(length), np.zeros(0), np.zeros(0)
     fraction = along / length + 0.5
     edges = np.linspace(0.5 / n_bins, 1 - 0.5 / n_bins, n_bins)
     index = np.digitize(fraction, edges) - 1

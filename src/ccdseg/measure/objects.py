@@ -16,7 +16,7 @@ from ccdseg.errors import ConfigError
 _EIGHT = np.ones((3, 3), bool)
 
 
-def resolve_objects(labels, *, min_line=3, max_hot_fragment=2, ring=3, halo_share=0.3):
+def resolve_objects(labels, probabilities=None, *, min_line=3, max_hot_fragment=2, ring=3, halo_share=0.2):
     """Relabel the pieces of objects that the pixel decisions split between classes.
 
     Three rules, applied in this order:
@@ -28,15 +28,16 @@ def resolve_objects(labels, *, min_line=3, max_hot_fragment=2, ring=3, halo_shar
        8-neighbours are at least 3/4 cluster become cluster.
     3. *A cluster has no glow halo.* A glowing piece with at least ``halo_share`` of its pixels within
        ``ring`` pixels of a cluster hugs the cluster: a real glow region is large and smooth and lies mostly
-       away from clusters. Its pixels enclosed by the cluster become cluster, the others background.
-
-    The rules use the geometry only: on the benchmark set, deciding halo pixels by the network's
-    probabilities (cluster against background) lowered the cluster F1 (``benchmarks/results/objects.md``).
+       away from clusters. Its pixels enclosed by the cluster become cluster, the others background or hot
+       pixel, whichever the network finds more probable (background without probabilities). Letting the
+       network choose cluster there as well lowered the cluster F1 on the benchmark set.
 
     Parameters
     ----------
     labels : ndarray (H, W) of int
         Class ids (:mod:`ccdseg.classes`).
+    probabilities : ndarray (N_CLASSES, H, W), optional
+        The network's class probabilities.
     min_line : int
         Shortest hot run (px) that counts as a defect line.
     max_hot_fragment : int
@@ -52,13 +53,16 @@ def resolve_objects(labels, *, min_line=3, max_hot_fragment=2, ring=3, halo_shar
         The relabelled classes; the input is not modified.
     """
     labels = check_image(labels, "labels").astype(np.uint8, copy=True)
+    if probabilities is not None and np.shape(probabilities)[1:] != labels.shape:
+        raise ConfigError(f"probabilities must have shape (N_CLASSES, {labels.shape[0]}, {labels.shape[1]}), "
+                          f"got {np.shape(probabilities)}")
     if min(min_line, max_hot_fragment, ring) < 1:
         raise ConfigError("min_line, max_hot_fragment and ring must be at least 1")
     if not 0 < halo_share <= 1:
         raise ConfigError(f"halo_share must be in (0, 1], got {halo_share!r}")
     _extend_lines(labels, min_line)
     _absorb_hot_fragments(labels, max_hot_fragment)
-    _remove_halo(labels, ring, halo_share)
+    _remove_halo(labels, probabilities, ring, halo_share)
     return labels
 
 
@@ -100,8 +104,8 @@ def _absorb_hot_fragments(labels, max_hot_fragment):
     labels[absorb[pieces]] = CLUSTER
 
 
-def _remove_halo(labels, ring, halo_share):
-    """Rule 3: glow pieces that hug a cluster become cluster (where enclosed by it) or background."""
+def _remove_halo(labels, probabilities, ring, halo_share):
+    """Rule 3: glow pieces that hug a cluster become cluster (where enclosed by it), background or hot pixel."""
     cluster = labels == CLUSTER
     pieces, n = ndimage.label(labels == GLOWING, structure=_EIGHT)
     if n == 0 or not cluster.any():
@@ -112,4 +116,8 @@ def _remove_halo(labels, ring, halo_share):
     halo[0] = False
     where = halo[pieces]
     enclosed = ndimage.binary_fill_holes(cluster)
-    labels[where] = np.where(enclosed[where], CLUSTER, BACKGROUND)
+    other = BACKGROUND
+    if probabilities is not None:
+        more_hot = np.asarray(probabilities[HOT_PIXEL])[where] > np.asarray(probabilities[BACKGROUND])[where]
+        other = np.where(more_hot, HOT_PIXEL, BACKGROUND)
+    labels[where] = np.where(enclosed[where], CLUSTER, other)

@@ -33,7 +33,7 @@ def calibrate_diffusion(paths, *, gain=None, model=None, min_length_px=15.0, thi
     for path in paths:
         for image in read_images(path):
             used_gain, _ = resolve_gain(image.data, (image.header,), gain, required=True)
-            labels = resolve_objects(segment(image.data, model=model, return_probabilities=False)[0])
+            labels = resolve_objects(*segment(image.data, model=model))
             charge = (image.data - row_pedestal(image.data)[:, None]) / used_gain
             components, n = ndimage.label(labels == CLUSTER, structure=structure(2))
             kinds, _ = classify_kinds(charge, components, n)

@@ -296,7 +296,7 @@ def _process(path, images, primary, paths, model, options):
         data = _analysed_image(image)
         labels, probs, pedestal = _segment(data, model, options)
         if options.objects:
-            labels = resolve_objects(labels)
+            labels = resolve_objects(labels, probs)
         used_gain, source = resolve_gain(data, (image.header, primary), options.gain)
         tables.append(catalog.find_clusters(data, labels, probabilities=probs, gain=used_gain, pedestal=pedestal,
                                             hdu=image.label))
