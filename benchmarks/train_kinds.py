@@ -1,7 +1,9 @@
 """Train the particle-kind network on simulated truth and score it on the benchmark set, per preset.
 
 Training: simulated 512 x 512 frames of every benchmark preset (seeded, disjoint from the benchmark seeds)
-with more muons, electrons and alphas than the presets draw, so that every kind is well represented.
+with more muons, electrons and alphas than the presets draw, so that every kind is well represented, and
+the diffusion law's A drawn per frame from 100-1000 um^2 (sigma at the back 0.6-1.9 px), so that the
+kinds hold for CCDs that diffuse more than DAMIC (the bundled DAMIC-M frame: back-side X-rays of ~1.5 px).
 Each connected cluster of the *true* labels whose pixels belong mostly (>= 80 %) to one event is a
 training example, its kind that event's kind. The network (one tanh hidden layer) is fitted by
 full-batch Adam on the class-balanced cross-entropy.
@@ -33,13 +35,15 @@ from ccdseg.measure.kinds import FEATURES, KINDS, SIM_KINDS, KindModel, cluster_
 from ccdseg.measure.sections import structure
 from ccdseg.sim.benchmark import BENCHMARK_PRESETS
 from ccdseg.sim.config import load_config
-from ccdseg.sim.simulate import iter_simulations
+from ccdseg.sim.simulate import simulate_image
 from ccdseg.sim.truth import read_simulation
 
 ROOT = Path(__file__).resolve().parent.parent
 #: More of the rare kinds than the presets draw (per megapixel).
 RATES = {"clusters.muons_per_mpix": (30.0, 60.0), "clusters.worms_per_mpix": (60.0, 120.0),
          "clusters.alphas_per_mpix": (8.0, 16.0)}
+#: Range of the diffusion law's A (um^2) drawn per training frame.
+DIFFUSION_A_UM2 = (100.0, 1000.0)
 PURITY = 0.8
 
 
@@ -63,10 +67,11 @@ def labelled_clusters(charge_e, labels, ids, truth, purity=0.0):
 def training_set(n_images, seed):
     xs, ys = [], []
     for index, preset in enumerate(BENCHMARK_PRESETS):
-        config = load_config(preset, overrides={"detector.height": 512, "detector.width": 512, **RATES})
-        stream = iter_simulations(config, seed=[seed, index])
+        rng = np.random.default_rng([seed, index])
         for _ in range(n_images):
-            sim = next(stream)
+            config = load_config(preset, overrides={"detector.height": 512, "detector.width": 512, **RATES,
+                                                    "clusters.diffusion_a_um2": rng.uniform(*DIFFUSION_A_UM2)})
+            sim = simulate_image(config, rng=rng)
             charge_e = (sim.image - row_pedestal(sim.image)[:, None]) / config.detector.gain_adu_per_e
             x, y = labelled_clusters(charge_e, sim.labels, sim.ids, sim.truth, PURITY)
             xs.append(x)

@@ -23,8 +23,8 @@ KINDS = ("point", "electron", "muon", "alpha")
 #: The simulator's event kinds (:data:`ccdseg.sim.events.KINDS`) as particle kinds.
 SIM_KINDS = {"point": "point", "worm": "electron", "muon": "muon", "alpha": "alpha"}
 #: Names of the shape features of :func:`shape_features`, in order.
-FEATURES = ("log_npix", "log_charge", "log_peak", "peak_share", "log_sigma_major", "log_sigma_minor",
-            "log_length", "line_share", "log_width_ratio", "log_charge_per_px", "charge_variation", "fill")
+FEATURES = ("log_effective_pixels", "log_charge", "log_peak", "peak_share", "log_sigma_major", "log_sigma_minor",
+            "log_length", "line_share", "log_width_ratio", "log_charge_per_px", "charge_variation", "top4_share")
 #: Location of the shipped kind network inside the package.
 KIND_MODEL_FILE = "data/kinds.json"
 
@@ -42,12 +42,14 @@ def shape_features(charge, rows, cols):
     Returns
     -------
     ndarray (len(FEATURES),)
-        Logarithms are base 10 of e- or px. ``sigma_major``/``sigma_minor`` are the charge-weighted
-        standard deviations along and across the principal axis, ``length`` the extent along it (px),
-        ``line_share`` the share of charge within 1 px of the axis, ``width_ratio`` the widest over the
-        narrowest transverse spread of the first and last thirds (a muon widens with depth),
-        ``charge_variation`` the coefficient of variation of the charge per 1-px slice along the axis
-        and ``fill`` the share of the bounding box covered.
+        Logarithms are base 10 of e- or px. Every feature weights the pixels by their charge, so that
+        faint pixels at the rim (dark charge, noise) that a segmentation may or may not include change
+        little: ``effective_pixels`` is (sum q)^2 / sum q^2, ``sigma_major``/``sigma_minor`` the standard
+        deviations along and across the principal axis, ``length`` sqrt(12) sigma_major + 1 (the length of
+        a uniform track, px), ``line_share`` the share of charge within 1 px of the axis, ``width_ratio``
+        the widest over the narrowest transverse spread of the first and last thirds (a muon widens with
+        depth), ``charge_variation`` the coefficient of variation of the charge per 1-px slice along the
+        axis and ``top4_share`` the share of the charge in the 4 brightest pixels.
     """
     q = np.clip(np.asarray(charge, dtype=np.float64), 0.0, None)
     if q.sum() <= 0:
@@ -60,17 +62,17 @@ def shape_features(charge, rows, cols):
     variances, vectors = np.linalg.eigh(cov)
     along = dx * vectors[0, 1] + dy * vectors[1, 1]
     across = dx * vectors[0, 0] + dy * vectors[1, 0]
-    length = along.max() - along.min() + 1.0
-    thirds = np.digitize(along, along.min() + length * np.array([1 / 3, 2 / 3]) - 0.5)
+    length = np.sqrt(12.0 * max(variances[1], 0.0)) + 1.0
+    thirds = np.digitize(along, np.array([-1.0, 1.0]) * (length - 1.0) / 6.0)
     widths = [np.sqrt(np.average(across[thirds == k] ** 2, weights=q[thirds == k]) + 1 / 12)
               if q[thirds == k].sum() > 0 else np.sqrt(1 / 12) for k in (0, 2)]
     slices = np.bincount(np.round(along - along.min()).astype(int), weights=q)
-    fill = q.size / ((np.ptp(y) + 1) * (np.ptp(x) + 1))
     return np.array([
-        np.log10(q.size), np.log10(max(total, 1.0)), np.log10(max(peak, 1.0)), peak / total,
+        np.log10(total ** 2 / np.sum(q ** 2)), np.log10(max(total, 1.0)), np.log10(max(peak, 1.0)), peak / total,
         np.log10(np.sqrt(max(variances[1], 0.0)) + 0.05), np.log10(np.sqrt(max(variances[0], 0.0)) + 0.05),
         np.log10(length), q[np.abs(across) <= 1.0].sum() / total, np.log10(max(widths) / min(widths)),
-        np.log10(max(total, 1.0) / length), slices.std() / max(slices.mean(), 1e-9), fill,
+        np.log10(max(total, 1.0) / length), slices.std() / max(slices.mean(), 1e-9),
+        np.sort(q)[-4:].sum() / total,
     ])
 
 
