@@ -35,7 +35,8 @@ def test_damicm_sample_end_to_end(damicm_sample, tiny_model, tmp_path):
     result = process_file(damicm_sample, tmp_path, model=tiny_model)
     stem = "damicm_module_test"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"{stem}_seg.fits", f"{stem}_clusters.csv", f"{stem}_clusters.reg", f"{stem}.png"])
+        [f"{stem}_seg.fits", f"{stem}_clusters.csv", f"{stem}_clusters.reg", f"{stem}.png",
+         f"{stem}_spectrum.png"])  # the gain is measured: the spectrum is written
     names = ["CCD_A", "CCD_B", "CCD_D", "CCD_C"]
     with fits.open(damicm_sample) as raw, fits.open(tmp_path / f"{stem}_seg.fits") as seg:
         assert [h.name for h in seg] == ["PRIMARY", *(f"LABELS_{n}" for n in names), "CLUSTERS"]
@@ -73,7 +74,8 @@ def test_single_image_contract(tiny_model, tmp_path):
     result = process_file(path, tmp_path / "out", model=tiny_model, probabilities=True, find="cluster")
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["run7_seg.fits", "run7_clusters.csv", "run7_clusters.reg", "run7.png", "run7_find_cluster.png"])
+        ["run7_seg.fits", "run7_clusters.csv", "run7_clusters.reg", "run7.png", "run7_find_cluster.png",
+         "run7_spectrum.png"])
     with fits.open(out / "run7_seg.fits") as seg:
         assert [h.name for h in seg] == ["PRIMARY", "LABELS", "PROB", "CLUSTERS"]
         assert seg["LABELS"].header["OBSERVER"] == "me" and seg["LABELS"].header["GAIN"] == 2.5
@@ -130,7 +132,10 @@ def test_existing_output_fails_that_file_only(tiny_model, tmp_path):
     assert len(failures) == 1 and failures[0].startswith(f"{a}: ") and "a_clusters.csv" in failures[0]
     assert "--overwrite" in failures[0]
     assert not (out / "a_seg.fits").exists() and (out / "a_clusters.csv").read_text() == "keep me"
-    assert all(p.exists() for p in output_paths(b, out).values())
+    # no gain in b's header nor measurable: everything but the energy spectrum
+    assert all(p.exists() for role, p in output_paths(b, out).items() if role != "spectrum")
+    assert not (out / "b_spectrum.png").exists() and results[0].outputs == [
+        p for role, p in output_paths(b, out).items() if role != "spectrum"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
     with pytest.raises(OutputError):
         process_file(b, out, model=tiny_model)
