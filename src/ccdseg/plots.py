@@ -430,6 +430,7 @@ def plot_spectrum(table, path, title=None, lines_kev=SPECTRUM_LINES_KEV):
     -----
     Left: counts per logarithmic energy bin (log-log), one colour per kind, one line style per image HDU.
     Right: the point fit's width sqrt(σx σy) (px) against its energy (keV) for point-like clusters.
+    Without energies (no gain) the panels are empty and say so.
     """
     energy_kev = np.asarray(table["energy_ev"], dtype=np.float64) / 1e3
     good = np.isfinite(energy_kev) & (energy_kev > 0)
@@ -449,6 +450,8 @@ def plot_spectrum(table, path, title=None, lines_kev=SPECTRUM_LINES_KEV):
         spectrum.set_xscale("log")
         spectrum.set_yscale("log")
         spectrum.legend(fontsize="x-small", ncol=2)
+    else:
+        spectrum.text(0.5, 0.5, "no energies (gain unknown)", ha="center", transform=spectrum.transAxes)
     for name, energy in lines_kev.items():
         spectrum.axvline(energy, color="grey", linewidth=0.8, alpha=0.7)
         spectrum.text(energy, 0.98, f" {name}", rotation=90, va="top", fontsize="x-small",

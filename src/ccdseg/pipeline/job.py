@@ -20,8 +20,8 @@ For an input ``NAME.fits`` (or ``.fit``, ``.fits.fz``, ``.fz``, ``.fits.gz``) th
 ``NAME.png``
     Every image beside its colour-coded segmentation, with the share of each class.
 ``NAME_spectrum.png``
-    When a gain is known: the energy spectrum per image and particle kind and the point fit's width
-    against energy (:func:`ccdseg.plots.plot_spectrum`).
+    The energy spectrum per image and particle kind and the point fit's width against energy
+    (:func:`ccdseg.plots.plot_spectrum`; empty panels when the gain is unknown).
 ``NAME_find_<class>.png``
     With ``find``: stamps of the regions of that class (``NAME_find_<class>_<EXTNAME>.png``
     per image for files with several images).
@@ -108,8 +108,7 @@ def output_paths(path, out_dir, labels=("",), find=None):
     Returns
     -------
     dict of str -> Path
-        Keys "seg", "csv", "reg", "png", "spectrum" (written only when a gain is known), and "find:<label>"
-        per image with ``find``.
+        Keys "seg", "csv", "reg", "png", "spectrum", and "find:<label>" per image with ``find``.
     """
     suffixes = {"seg": "_seg.fits", "csv": "_clusters.csv", "reg": "_clusters.reg", "png": ".png",
                 "spectrum": "_spectrum.png"}
@@ -335,16 +334,13 @@ def _process(path, images, primary, paths, model, options):
     clusters.name = "CLUSTERS"
     hdulist = fits.HDUList([provenance, *label_hdus, *prob_hdus, clusters])
 
-    if all(result.gain is None for result in results):
-        paths = {role: target for role, target in paths.items() if role != "spectrum"}
     with contextlib.ExitStack() as stack:
         temps = {role: stack.enter_context(atomic_path(target, options.overwrite)) for role, target in paths.items()}
         hdulist.writeto(temps["seg"], overwrite=True, checksum=True)
         table.write(temps["csv"], format="ascii.csv", overwrite=True)
         Path(temps["reg"]).write_text(_region_text(tables, [image.label for image in images]))
         plots.plot_segmentation_panels(panels, temps["png"], title=path.name)
-        if "spectrum" in temps:
-            plots.plot_spectrum(table, temps["spectrum"], title=path.name)
+        plots.plot_spectrum(table, temps["spectrum"], title=path.name)
         for image, (_, _, labels) in zip(images, panels, strict=False):
             role = "find:" + ("" if single else image.label)
             if role in temps:
