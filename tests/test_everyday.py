@@ -118,7 +118,7 @@ def test_outputs_follow_the_umask(umask, tmp_path):
         result = process_file(path, tmp_path / "out", method="classical", find="cluster")
     finally:
         os.umask(old)
-    assert len(result.outputs) == 5
+    assert len(result.outputs) == 7
     for output in result.outputs:
         assert stat.S_IMODE(output.stat().st_mode) == 0o666 & ~umask, output
 
@@ -228,7 +228,7 @@ def test_skip_existing_resumes_an_interrupted_batch(tmp_path, monkeypatch, capsy
         rows = [row for row in csv.DictReader(stream) if row["status"]]
     assert [row["status"] for row in rows] == ["done", "done", "done", "done"]
     assert [row["path"] for row in rows] == [os.path.abspath(p) for p in paths]
-    assert rows[0]["outputs"] == "f0_seg.fits;f0_clusters.csv;f0.png;f0_clusters.reg"
+    assert rows[0]["outputs"] == "f0_seg.fits;f0_clusters.csv;f0_summary.csv;f0.png;f0_spectrum.png;f0_clusters.reg"
     # an output removed since: that file is done again
     (out / "f1.png").unlink()
     results, _ = process_files(paths, out, method="classical", progress=False, skip_existing=True, overwrite=True)

@@ -41,7 +41,7 @@ def test_damicm_sample_end_to_end(damicm_sample, tiny_model, tmp_path):
     stem = "damicm_module_test"
     names = ["CCD_A", "CCD_B", "CCD_D", "CCD_C"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"{stem}_seg.fits", f"{stem}_clusters.csv", f"{stem}.png", f"{stem}_summary.csv",
+        [f"{stem}_seg.fits", f"{stem}_clusters.csv", f"{stem}.png", f"{stem}_summary.csv", f"{stem}_spectrum.png",
          *(f"{stem}_clusters_{n}.reg" for n in names)])
     with fits.open(damicm_sample) as raw, fits.open(tmp_path / f"{stem}_seg.fits") as seg:
         assert [h.name for h in seg] == ["PRIMARY", *(f"LABELS_{n}" for n in names), "CLUSTERS",
@@ -86,7 +86,7 @@ def test_single_image_contract(tiny_model, tmp_path):
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["run7_seg.fits", "run7_clusters.csv", "run7_clusters.reg", "run7.png", "run7_find_cluster.png",
-         "run7_summary.csv"])
+         "run7_summary.csv", "run7_spectrum.png"])
     with fits.open(out / "run7_seg.fits") as seg:
         assert [h.name for h in seg] == ["PRIMARY", "LABELS", "PROB", "CLUSTERS", "MASK", "SUMMARY"]
         assert seg["LABELS"].header["OBSERVER"] == "me" and seg["LABELS"].header["GAIN"] == 2.5

@@ -28,6 +28,9 @@ _LAZY = {
     "process_files": "ccdseg.pipeline.job",
     "load_model": "ccdseg.nn.model", "save_model": "ccdseg.nn.model", "build_model": "ccdseg.nn.model",
     "segment": "ccdseg.infer.predict", "train": "ccdseg.nn.train",
+    "resolve_objects": "ccdseg.measure.objects", "classify_kinds": "ccdseg.measure.kinds",
+    "particle_columns": "ccdseg.measure.particles", "depth_from_sigma": "ccdseg.measure.diffusion",
+    "fit_diffusion": "ccdseg.measure.diffusion", "calibrate_diffusion": "ccdseg.pipeline.diffusion",
 }
 
 

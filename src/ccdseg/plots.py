@@ -466,3 +466,72 @@ def plot_sections(image, labels, sections, path, max_panels=16, title="regions")
         ax.tick_params(labelsize="x-small")
     fig.legend(handles=_legend_handles(), loc="lower center", ncols=N_CLASSES, fontsize="small")
     return _save(fig, path)
+
+
+#: Known lines marked on energy spectra (keV): Si Kα, ⁵⁵Fe Kα and Kβ (Mn), Cu Kα.
+SPECTRUM_LINES_KEV = {"Si Kα": 1.74, "⁵⁵Fe Kα": 5.9, "⁵⁵Fe Kβ": 6.49, "Cu Kα": 8.05}
+
+
+def plot_spectrum(table, path, title=None, lines_kev=SPECTRUM_LINES_KEV):
+    """Energy spectrum of the clusters per image and particle kind, and the fitted width against energy.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        Cluster catalogue (:func:`ccdseg.measure.catalog.find_clusters`) with ``hdu``, ``kind``, ``energy_ev``,
+        ``fit_energy_ev``, ``fit_sigma_x`` and ``fit_sigma_y`` columns; rows without energy are left out.
+    path : str or Path
+        Output file.
+    title : str, optional
+    lines_kev : dict of str -> float
+        Lines to mark (keV).
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Notes
+    -----
+    Left: counts per logarithmic energy bin (log-log), one colour per kind, one line style per image HDU.
+    Right: the point fit's width sqrt(σx σy) (px) against its energy (keV) for point-like clusters.
+    Without energies (no gain) the panels are empty and say so.
+    """
+    energy_kev = np.asarray(table["energy_ev"], dtype=np.float64) / 1e3
+    good = np.isfinite(energy_kev) & (energy_kev > 0)
+    fig = Figure(figsize=(13, 5))
+    spectrum, widths = fig.subplots(1, 2)
+    if good.any():
+        edges = np.logspace(np.log10(energy_kev[good].min()), np.log10(energy_kev[good].max()) + 1e-6, 80)
+        styles = ("-", "--", ":", "-.")
+        colours = {"point": "tab:blue", "electron": "tab:green", "muon": "tab:red", "alpha": "tab:purple"}
+        for h, hdu in enumerate(np.unique(np.asarray(table["hdu"]))):
+            for kind in np.unique(np.asarray(table["kind"])):
+                rows = good & (np.asarray(table["hdu"]) == hdu) & (np.asarray(table["kind"]) == kind)
+                if rows.any():
+                    counts, _ = np.histogram(energy_kev[rows], edges)
+                    spectrum.stairs(counts, edges, linestyle=styles[h % len(styles)],
+                                    color=colours.get(kind, "black"), label=f"{hdu} {kind}".strip())
+        spectrum.set_xscale("log")
+        spectrum.set_yscale("log")
+        spectrum.legend(fontsize="x-small", ncol=2)
+    else:
+        spectrum.text(0.5, 0.5, "no energies (gain unknown)", ha="center", transform=spectrum.transAxes)
+    for name, energy in lines_kev.items():
+        spectrum.axvline(energy, color="grey", linewidth=0.8, alpha=0.7)
+        spectrum.text(energy, 0.98, f" {name}", rotation=90, va="top", fontsize="x-small",
+                      transform=spectrum.get_xaxis_transform())
+    spectrum.set_xlabel("energy (keV)")
+    spectrum.set_ylabel("clusters per bin")
+    fit_kev = np.asarray(table["fit_energy_ev"], dtype=np.float64) / 1e3
+    sigma = np.sqrt(np.asarray(table["fit_sigma_x"], float) * np.asarray(table["fit_sigma_y"], float))
+    fitted = np.isfinite(fit_kev) & np.isfinite(sigma) & (fit_kev > 0)
+    widths.scatter(fit_kev[fitted], sigma[fitted], s=4, alpha=0.5)
+    for energy in lines_kev.values():
+        widths.axvline(energy, color="grey", linewidth=0.8, alpha=0.7)
+    widths.set_xscale("log")
+    widths.set_xlabel("fitted energy (keV)")
+    widths.set_ylabel("fitted σ (px)")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

@@ -10,10 +10,11 @@ import numpy as np
 from astropy.table import Column, Table
 from scipy import ndimage
 
-from ccdseg.calib.background import pedestal_array
+from ccdseg.calib.background import pedestal_array, robust_sigma
 from ccdseg.checks import check_image
-from ccdseg.classes import CLUSTER, GLOWING, HOT_PIXEL
+from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
 from ccdseg.errors import ConfigError
+from ccdseg.measure.particles import PARTICLE_COLUMNS, particle_columns
 from ccdseg.measure.sections import structure
 from ccdseg.sim.config import ClusterConfig
 
@@ -41,6 +42,9 @@ CATALOG_COLUMNS = {
     "near_glow": (bool, None, "a pixel is 8-adjacent to a glowing pixel"),
     "near_hot": (bool, None, "a pixel is 8-adjacent to a hot pixel"),
     "saturated": (bool, None, "a pixel is at the ADC limit or full well (a bleed trail is in the same cluster)"),
+    # particle kind, point fit and muon track (ccdseg.measure.particles); NaN where not applicable or without gain
+    **{name: (str if name == "kind" else np.float64, unit and u.Unit(unit), description)
+       for name, (unit, description) in PARTICLE_COLUMNS.items()},
 }
 
 #: Variance of a uniformly lit pixel (px^2); regularises the elongation of one-pixel-wide clusters.
@@ -122,7 +126,8 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
 
     components, n = ndimage.label(labels == CLUSTER, structure=structure(connectivity))
     if n == 0:
-        return _catalog({name: np.zeros(0, dtype=str if name == "hdu" else float) for name in CATALOG_COLUMNS})
+        return _catalog({name: np.zeros(0, dtype=str if name in ("hdu", "kind") else float)
+                         for name in CATALOG_COLUMNS})
     ys, xs = np.nonzero(components)
     lab = components[ys, xs] - 1
     values = image[ys, xs].astype(np.float64) - pedestal[ys if pedestal.shape[0] > 1 else 0, 0]
@@ -177,6 +182,12 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
                       else np.zeros(n, dtype=bool)),
     }
     columns["energy_ev"] = columns["charge_e"] * ev_per_pair
+    if gain:
+        charge_image = (image - pedestal) / gain
+        noise_e = robust_sigma(charge_image[labels == BACKGROUND])
+        columns.update(particle_columns(charge_image, components, n, noise_e=noise_e, ev_per_pair=ev_per_pair))
+    else:
+        columns.update({name: np.full(n, "" if name == "kind" else np.nan) for name in PARTICLE_COLUMNS})
     charged = charge > 0
     columns = {name: values[charged] for name, values in columns.items()}
     columns["id"] = np.arange(1, np.count_nonzero(charged) + 1)

@@ -28,6 +28,9 @@ For an input ``NAME.fits`` (or ``.fit``, ``.fits.fz``, ``.fz``, ``.fits.gz``) th
     several images, ``NAME_clusters_<EXTNAME>.reg``, to load on that image.
 ``NAME.png``
     Every image beside its colour-coded segmentation, with the share of each class.
+``NAME_spectrum.png``
+    The energy spectrum per image and particle kind and the point fit's width against energy
+    (:func:`ccdseg.plots.plot_spectrum`; empty panels when the gain is unknown).
 ``NAME_find_<class>.png``
     With ``find``: stamps of the largest regions of that class (``NAME_find_<class>_<EXTNAME>.png``
     per image for files with several images).
@@ -77,6 +80,7 @@ from ccdseg.io.regions import region_file_text
 from ccdseg.measure import catalog
 from ccdseg.measure.catalog import saturated_pixels
 from ccdseg.measure.mask import mask_hdu
+from ccdseg.measure.objects import resolve_objects
 from ccdseg.measure.run_mask import apply_run_mask, read_run_mask
 from ccdseg.measure.sections import find_sections
 from ccdseg.measure.summary import search_products, summary_table
@@ -132,11 +136,12 @@ def output_paths(path, out_dir, labels=("",), find=None):
     Returns
     -------
     dict of str -> Path
-        Keys "seg", "csv", "png", and per image (one key with label "" for a single image)
-        "reg:<label>" and, with ``find``, "find:<label>".
+        Keys "seg", "csv", "summary", "png", "spectrum", and per image (one key with label "" for a
+        single image) "reg:<label>" and, with ``find``, "find:<label>".
     """
     per_image = labels if len(labels) > 1 else [""]
-    suffixes = {"seg": "_seg.fits", "csv": "_clusters.csv", "summary": "_summary.csv", "png": ".png"}
+    suffixes = {"seg": "_seg.fits", "csv": "_clusters.csv", "summary": "_summary.csv", "png": ".png",
+                "spectrum": "_spectrum.png"}
     for label in per_image:
         suffixes[f"reg:{label}"] = f"_clusters{'_' + label if label else ''}.reg"
     if find is not None:
@@ -416,6 +421,9 @@ def _process(path, images, primary, paths, model, options, progress=False):
         segments = find_segments(image.data, (image.header, primary), layout=options.amplifiers)
         data = _analysed_image(image, segments)
         labels, probs, measured, pedestal = _segment(data, segments, model, options, progress)
+        if options.objects:
+            # the halo rule weighs hot pixel against background where the whole cube was kept
+            labels = resolve_objects(labels, probs if options.probabilities else None)
         # --- search products: a run's defects relabel the segmentation (ccdseg.measure.run_mask) ---
         defects = None if options.run_mask is None else read_run_mask(options.run_mask, image.label, data.shape)
         labels = labels if defects is None else apply_run_mask(labels, defects)
@@ -464,6 +472,7 @@ def _process(path, images, primary, paths, model, options, progress=False):
         table.write(temps["csv"], format="ascii.csv", overwrite=True)
         summary.write(temps["summary"], format="ascii.csv", overwrite=True)
         plots.plot_segmentation_panels(panels, temps["png"], title=path.name)
+        plots.plot_spectrum(table, temps["spectrum"], title=path.name)
         for image, (_, _, labels) in zip(images, panels, strict=True):
             label = "" if single else image.label
             Path(temps[f"reg:{label}"]).write_text(region_file_text(table[table["hdu"] == image.label]))

@@ -1,0 +1,143 @@
+"""The diffusion law σ(z) = sqrt(-A ln(1 - b z)): depth from a point's width, and (A, b) from muon tracks.
+
+A muon crosses the whole thickness in a straight line, so along its projected track the depth runs
+linearly from the gates (narrow end, z = 0) to the back (wide end): the transverse width profile of
+through-going muons samples σ(z) at known depths, the way DAMIC calibrates the law (arXiv:1607.07410).
+"""
+
+import numpy as np
+from scipy import optimize
+
+from ccdseg.errors import ConfigError
+
+#: DAMIC's diffusion law (arXiv:1607.07410): A (µm²) and b (1/µm); pixel pitch and thickness (µm).
+DAMIC_A_UM2 = 216.2
+DAMIC_B_PER_UM = 8.86e-4
+PIXEL_UM = 15.0
+THICKNESS_UM = 675.0
+#: Variance of a uniformly lit pixel (px²): what pixelisation adds to a measured width.
+_PIXEL_VARIANCE = 1.0 / 12.0
+
+
+def depth_from_sigma(sigma_um, sigma_err_um=0.0, *, a_um2=DAMIC_A_UM2, b_per_um=DAMIC_B_PER_UM):
+    """Depth z (µm from the gates) of a point-like deposit of diffusion width σ, with its uncertainty.
+
+    Inverts σ² = -A ln(1 - b z): z = (1 - exp(-σ²/A)) / b, and propagates the error of σ with
+    dz/dσ = 2σ exp(-σ²/A) / (A b).
+
+    Parameters
+    ----------
+    sigma_um, sigma_err_um : float or ndarray
+        Width and its uncertainty (µm).
+    a_um2, b_per_um : float
+        The law's A (µm²) and b (1/µm).
+
+    Returns
+    -------
+    depth_um, depth_err_um : ndarray
+    """
+    sigma = np.asarray(sigma_um, dtype=np.float64)
+    decay = np.exp(-sigma ** 2 / a_um2)
+    return (1.0 - decay) / b_per_um, np.abs(2.0 * sigma * decay / (a_um2 * b_per_um) * np.asarray(sigma_err_um))
+
+
+def track_axis(charge, rows, cols):
+    """Charge-weighted centre (y, x), principal-axis direction (dy, dx), and coordinates along and across it (px)."""
+    q = np.clip(np.asarray(charge, dtype=np.float64), 0.0, None)
+    q = q if q.sum() > 0 else np.ones_like(q)
+    yc, xc = np.average(rows, weights=q), np.average(cols, weights=q)
+    dy, dx = rows - yc, cols - xc
+    cov = np.cov(np.vstack([dy, dx]), aweights=q, bias=True)
+    direction = np.linalg.eigh(cov)[1][:, 1]
+    return (yc, xc), direction, dy * direction[0] + dx * direction[1], dx * direction[0] - dy * direction[1]
+
+
+def width_profile(charge, rows, cols, *, n_bins=10):
+    """Transverse width along a straight track, oriented from its narrow end.
+
+    The track's projected length L comes from the charge's spread along the axis (uniform charge:
+    variance L²/12); the fraction f = (t - t_start) / L runs from the narrow end (f = 0) to the wide one.
+
+    Parameters
+    ----------
+    charge : ndarray (n,)
+        Pixel charges (e-).
+    rows, cols : ndarray (n,)
+        Pixel coordinates (px).
+    n_bins : int
+        Bins along the track; the outer half bins at each end, where the track's end blurs, are left out.
+
+    Returns
+    -------
+    length_px : float
+        Projected length (px).
+    fraction : ndarray (n_bins - 1,)
+        Bin centres (empty for a track of at most 1 px) as a fraction of the length from the narrow end.
+    variance_px2 : ndarray (n_bins - 1,)
+        Charge-weighted transverse variance per bin, less the pixel's 1/12 px² (NaN for an empty bin).
+    """
+    q = np.clip(np.asarray(charge, dtype=np.float64), 0.0, None)
+    _, _, along, across = track_axis(q, np.asarray(rows, float), np.asarray(cols, float))
+    length = np.sqrt(12.0 * np.average(along ** 2, weights=q))
+    if not length > 1.0:
+        return float(length), np.zeros(0), np.zeros(0)
+    fraction = along / length + 0.5
+    edges = np.linspace(0.5 / n_bins, 1 - 0.5 / n_bins, n_bins)
+    index = np.digitize(fraction, edges) - 1
+    good = (index >= 0) & (index < n_bins - 1)
+    weight = np.bincount(index[good], weights=q[good], minlength=n_bins - 1)
+    centre = np.bincount(index[good], weights=q[good] * across[good], minlength=n_bins - 1)
+    square = np.bincount(index[good], weights=q[good] * across[good] ** 2, minlength=n_bins - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        variance = square / weight - (centre / weight) ** 2 - _PIXEL_VARIANCE
+    centres = (edges[:-1] + edges[1:]) / 2
+    if np.nanmean(variance[: (n_bins - 1) // 2]) > np.nanmean(variance[-((n_bins - 1) // 2):]):
+        variance = variance[::-1]  # the wide end came first: flip so that f = 0 is the gates
+    return float(length), centres, variance
+
+
+def fit_diffusion(fraction, variance_px2, *, thickness_um=THICKNESS_UM, pixel_um=PIXEL_UM):
+    """Fit A and b of σ²(z) = -A ln(1 - b z) to width profiles of through-going tracks.
+
+    Parameters
+    ----------
+    fraction : ndarray
+        Depth as a fraction of the thickness (0 at the gates) of each width sample.
+    variance_px2 : ndarray
+        Diffusion variance (px²) of each sample.
+    thickness_um, pixel_um : float
+        Thickness of the CCD and pixel pitch (µm).
+
+    Returns
+    -------
+    a_um2, b_per_um : float
+        The law's parameters.
+    a_err_um2, b_err_per_um : float
+        Their 1σ uncertainties from the scatter of the samples.
+
+    Raises
+    ------
+    ConfigError
+        Fewer than 3 usable samples.
+    """
+    z = np.asarray(fraction, float) * thickness_um
+    variance = np.asarray(variance_px2, float) * pixel_um ** 2
+    good = np.isfinite(z) & np.isfinite(variance)
+    z, variance = z[good], variance[good]
+    if z.size < 3:
+        raise ConfigError("fit_diffusion: fewer than 3 width samples of through-going tracks")
+    b_max = (1 - 1e-6) / thickness_um
+
+    def residuals(params):
+        return -params[0] * np.log1p(-params[1] * z) - variance
+
+    result = optimize.least_squares(residuals, [DAMIC_A_UM2, DAMIC_B_PER_UM], bounds=([1e-3, 1e-9], [1e5, b_max]),
+                                    x_scale=[DAMIC_A_UM2, DAMIC_B_PER_UM], loss="soft_l1",
+                                    f_scale=np.median(np.abs(variance)) + 1.0)
+    dof = max(z.size - 2, 1)
+    scale = np.sum(result.fun ** 2) / dof
+    try:
+        errors = np.sqrt(np.diag(np.linalg.inv(result.jac.T @ result.jac)) * scale)
+    except np.linalg.LinAlgError:
+        errors = np.full(2, np.nan)
+    return float(result.x[0]), float(result.x[1]), float(errors[0]), float(errors[1])

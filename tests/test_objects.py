@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+
+from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
+from ccdseg.errors import ConfigError
+from ccdseg.measure.diffusion import depth_from_sigma, fit_diffusion
+from ccdseg.measure.objects import resolve_objects
+from ccdseg.sim.events import diffusion_sigma_um
+
+
+def test_hot_line_takes_its_cluster_end():
+    labels = np.zeros((20, 20), np.uint8)
+    labels[2:12, 5] = HOT_PIXEL
+    labels[12:15, 5] = CLUSTER           # the line's end, on its column
+    labels[8:11, 12:15] = CLUSTER        # a real cluster elsewhere
+    out = resolve_objects(labels)
+    assert np.all(out[2:15, 5] == HOT_PIXEL)
+    assert np.all(out[8:11, 12:15] == CLUSTER)
+
+
+def test_cluster_crossing_a_line_stays_cluster():
+    labels = np.zeros((20, 20), np.uint8)
+    labels[2:12, 5] = HOT_PIXEL
+    labels[12:15, 4:7] = CLUSTER         # wider than the line: a real cluster
+    out = resolve_objects(labels)
+    assert np.all(out[12:15, 4:7] == CLUSTER)
+
+
+def test_glow_halo_goes_and_real_glow_stays():
+    labels = np.zeros((80, 80), np.uint8)
+    labels[8:13, 8:13] = CLUSTER
+    labels[7, 7:14] = GLOWING             # a thin ring piece hugging the cluster
+    labels[10, 10] = HOT_PIXEL            # a fragment inside the cluster
+    labels[40:70, 30:70] = GLOWING        # a real glow region...
+    labels[50:53, 50:53] = CLUSTER        # ...with a cluster in it
+    probabilities = np.zeros((4, 80, 80))
+    probabilities[HOT_PIXEL, 7, 7] = 1.0  # the network's second choice decides between background and hot
+    out = resolve_objects(labels)
+    assert np.all(out[7, 7:14] == BACKGROUND)
+    assert out[10, 10] == CLUSTER
+    assert (out[40:70, 30:70] == GLOWING).sum() == 30 * 40 - 9
+    out = resolve_objects(labels, probabilities)
+    assert out[7, 7] == HOT_PIXEL and np.all(out[7, 8:14] == BACKGROUND)
+
+
+def test_resolve_objects_rejects_bad_options():
+    with pytest.raises(ConfigError):
+        resolve_objects(np.zeros((4, 4), np.uint8), halo_share=0)
+
+
+def test_depth_inverts_the_diffusion_law():
+    depth = np.array([10.0, 200.0, 600.0])
+    sigma = diffusion_sigma_um(depth, 216.2, 8.86e-4)
+    recovered, error = depth_from_sigma(sigma, 0.1)
+    np.testing.assert_allclose(recovered, depth, rtol=1e-9)
+    assert np.all(error > 0)
+
+
+def test_fit_diffusion_recovers_the_law():
+    rng = np.random.default_rng(1)
+    fraction = rng.uniform(0.05, 0.95, 300)
+    variance = diffusion_sigma_um(fraction * 675.0, 250.0, 7e-4) ** 2 / 15.0 ** 2
+    a, b, _, _ = fit_diffusion(fraction, variance * (1 + rng.normal(0, 0.02, fraction.size)))
+    assert a == pytest.approx(250.0, rel=0.05)
+    assert b == pytest.approx(7e-4, rel=0.05)
+
+
+def test_kinds_of_simulated_clusters():
+    from scipy import ndimage
+
+    from ccdseg.calib.background import row_pedestal
+    from ccdseg.measure.kinds import KINDS, SIM_KINDS, classify_kinds
+    from ccdseg.sim.config import load_config
+    from ccdseg.sim.simulate import simulate_image
+
+    sim = simulate_image(load_config("skipper", overrides={"detector.height": 512, "detector.width": 512}), seed=11)
+    charge = (sim.image - row_pedestal(sim.image)[:, None]) / sim.config.detector.gain_adu_per_e
+    components, n = ndimage.label(sim.labels == CLUSTER, structure=np.ones((3, 3)))
+    kinds, probabilities = classify_kinds(charge, components, n)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
+    kind_of = dict(zip(sim.truth["id"], sim.truth["kind"], strict=True))
+    owner = ndimage.maximum(sim.ids, components, np.arange(1, n + 1)).astype(int)
+    truth = np.array([SIM_KINDS[kind_of[i]] for i in owner])
+    points = truth == "point"
+    assert points.sum() > 50
+    assert np.mean(kinds[points] == "point") >= 0.95
+    assert set(kinds) <= set(KINDS)
+
+
+def test_width_profiles_of_simulated_muons_recover_the_diffusion_law():
+    from scipy import ndimage
+
+    from ccdseg.calib.background import row_pedestal
+    from ccdseg.measure.diffusion import width_profile
+    from ccdseg.sim.config import load_config
+    from ccdseg.sim.simulate import iter_simulations
+
+    config = load_config("skipper", overrides={
+        "detector.height": 512, "detector.width": 512, "clusters.muons_per_mpix": (60.0, 60.0),
+        "clusters.points_per_mpix": (10.0, 10.0), "clusters.worms_per_mpix": (0.0, 0.0)})
+    fractions, variances = [], []
+    for sim, _ in zip(iter_simulations(config, seed=0), range(10), strict=False):
+        charge = (sim.image - row_pedestal(sim.image)[:, None]) / config.detector.gain_adu_per_e
+        components, _ = ndimage.label(sim.labels == CLUSTER, structure=np.ones((3, 3)))
+        kind_of = dict(zip(sim.truth["id"], sim.truth["kind"], strict=True))
+        for index, box in enumerate(ndimage.find_objects(components)):
+            rows, cols = np.nonzero(components[box] == index + 1)
+            owners = sim.ids[box][rows, cols]
+            inside = box[0].start > 0 and box[1].start > 0 and box[0].stop < 512 and box[1].stop < 512
+            if not inside or np.any(owners != owners[0]) or kind_of[owners[0]] != "muon":
+                continue
+            length, fraction, variance = width_profile(charge[box][rows, cols], rows, cols)
+            if length >= 15:
+                fractions.append(fraction)
+                variances.append(variance)
+    assert len(fractions) > 50
+    a, b, a_err, b_err = fit_diffusion(np.concatenate(fractions), np.concatenate(variances))
+    assert a == pytest.approx(config.clusters.diffusion_a_um2, rel=0.10)
+    assert b == pytest.approx(config.clusters.diffusion_b_per_um, rel=0.10)
