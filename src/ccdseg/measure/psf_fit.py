@@ -115,7 +115,8 @@ def fit_point_gaussian(stamp, *, noise_e, dark_e=0.0, mask=None, x0=None, y0=Non
     dof = max(np.count_nonzero(use) - 5, 1)
     chi2_dof = float(np.sum(result.fun ** 2) / dof)
     try:
-        errors = np.sqrt(np.diag(np.linalg.inv(result.jac.T @ result.jac)))
+        variance = np.diag(np.linalg.inv(result.jac.T @ result.jac))
     except np.linalg.LinAlgError:
-        errors = np.full(5, np.nan)
+        variance = np.full(5, np.nan)
+    errors = np.sqrt(np.where(variance >= 0, variance, np.nan))  # negative: a parameter at its bound
     return PointFit(*(float(v) for v in result.x), *(float(e) for e in errors), chi2_dof, bool(result.success))
