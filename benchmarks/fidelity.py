@@ -9,7 +9,8 @@ width, occupancy, dark level and ramps, clusters (pixels >= 3 e-, 8 neighbours) 
 size and pixel-integrated Gaussian width. The table gives the real mean over CCDs (and their range),
 the simulated mean +- standard deviation over frames, the relative difference and, for the issue's
 targets, whether it is met. The KS distances compare the pooled distributions; the yardstick is the
-median KS distance between two real CCDs. ``--write`` saves the tables to ``benchmarks/results/fidelity.md``.
+median KS distance between two real CCDs. ``--write`` saves the tables to ``benchmarks/results/fidelity.md``
+(with ``--config``: ``fidelity_like.md``).
 """
 
 import argparse
@@ -29,6 +30,7 @@ from ccdseg.sim.simulate import iter_simulations
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "fidelity.md"
+RESULTS_CONFIG = HERE / "results" / "fidelity_like.md"  # with --config: the parameters of simulate --like
 DEFAULT_REAL = HERE.parent / "src" / "ccdseg" / "data" / "damicm_module_test.fz"
 SIZE_BINS_E = ((50, 200), (200, 1000), (1000, 3000), (3000, 20000))
 
@@ -135,7 +137,8 @@ def main(argv=None):
     parser.add_argument("--config", type=Path, help="TOML config instead of the preset (e.g. from simulate --like)")
     parser.add_argument("--n", type=int, default=8, help="simulated frames (default 8)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the simulated frames (default 1)")
-    parser.add_argument("--write", action="store_true", help=f"also write {RESULTS.relative_to(HERE.parent)}")
+    parser.add_argument("--write", action="store_true",
+                        help=f"also write {RESULTS.relative_to(HERE.parent)} (with --config: {RESULTS_CONFIG.name})")
     args = parser.parse_args(argv)
 
     start = time.time()
@@ -155,8 +158,9 @@ def main(argv=None):
     print(f"({time.time() - start:.0f} s)", file=sys.stderr)
     if args.write:
         command = "python benchmarks/fidelity.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(
+        results = RESULTS_CONFIG if args.config else RESULTS
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(
             "# Simulator fidelity\n\n"
             f"`{command.strip()}` on {platform.machine()} (2 cores AMD EPYC Zen 4, 24 GiB, torch 2.13 CPU), "
             f"{time.time() - start:.0f} s.\n\n{text}\n")

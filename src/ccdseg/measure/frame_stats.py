@@ -69,6 +69,7 @@ class FrameStats:
 
     @property
     def mpix(self):
+        """Area of the frame (megapixels)."""
         return self.shape[0] * self.shape[1] / 1e6
 
     def rate_per_mpix(self, min_charge_e=1000.0):

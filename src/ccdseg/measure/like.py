@@ -70,10 +70,6 @@ def fit_like(images, *, preset="skipper", gain=None, timing=None, seed=0):
                 "first_column_offset_e": float(np.mean([m.first_column_e for m in measured])),
                 "spurious_charge_e": 0.0, "dark_charge_e": [0.0, 0.0], "adc_max_adu": None, "rice_q": 0.0,
                 **_dark(measured, timing)}
-    mpix = sum(m.mpix for m in measured)
-
-    def per_mpix(select):
-        return float(sum(np.count_nonzero(select(m.clusters["charge_e"])) for m in measured) / mpix)
 
     hot_columns = [_hot_columns(image, m) for image, m in zip(images, measured, strict=True)]
     excess = np.concatenate(hot_columns) if hot_columns else np.zeros(0)
@@ -84,20 +80,41 @@ def fit_like(images, *, preset="skipper", gain=None, timing=None, seed=0):
            "streaks_per_mpix": [streaks, streaks],
            "amplitude_e": [float(excess.min()), float(excess.max())] if excess.size else [5.0, 100.0]}
 
-    fe55 = per_mpix(lambda q: (q >= FE55_WINDOW_E[0]) & (q <= FE55_WINDOW_E[1]))
-    points_seen = per_mpix(lambda q: (q >= POINT_CHARGE_E[0]) & (q < TRACK_MIN_E))
+    fe55 = _fe55_rate(measured)
+    points_seen = _point_rate(measured)
     if fe55 < FE55_MIN_SHARE * points_seen:
         fe55 = 0.0
-    tracks = per_mpix(lambda q: q >= TRACK_MIN_E)
+    tracks = _rate(measured, lambda q: q >= TRACK_MIN_E)
     clusters = {"fe55_per_mpix": [fe55, fe55], "worms_per_mpix": [tracks, tracks],
                 "muons_per_mpix": [0.0, 0.0], "alphas_per_mpix": [0.0, 0.0], "max_packets": 16384}
     points = max(points_seen - fe55, 0.0) / _share_above(base.clusters, POINT_CHARGE_E[0], seed)
     clusters["points_per_mpix"] = [points, points]
-    sigma = np.median(np.concatenate([m.point_sigmas() for m in measured]))
-    predicted = _predicted_sigma(preset, clusters, seed)
-    if np.isfinite(sigma) and np.isfinite(predicted) and predicted > 0:
-        clusters["diffusion_a_um2"] = float(base.clusters.diffusion_a_um2 * (sigma / predicted) ** 2)
-    return {"preset": preset, "detector": detector, "glow": {"probability": 0.0}, "hot": hot, "clusters": clusters}
+    fitted = {"preset": preset, "detector": detector, "glow": {"probability": 0.0}, "hot": hot, "clusters": clusters}
+    sigma = _median_sigma(measured, fe55 > 0)
+    if np.isfinite(sigma):
+        predicted = _predicted_sigma(preset, clusters, fe55 > 0, seed)
+        if np.isfinite(predicted) and predicted > 0:
+            clusters["diffusion_a_um2"] = float(base.clusters.diffusion_a_um2 * (sigma / predicted) ** 2)
+    _calibrate_by_simulation(fitted, measured, sigma, seed)
+    return fitted
+
+
+def fit_like_file(path, *, hdu=None, preset="skipper", gain=None, seed=0):
+    """:func:`fit_like` on the image HDUs of a FITS file (or one, ``hdu``), with its headers' readout timing.
+
+    The timing (``EXPOSURE``, ``READOUT_SEC``, ``NROW``) is looked up in the image header, then in the
+    primary header, where DAMIC-M files keep it.
+    """
+    from astropy.io import fits
+
+    from ccdseg.io import read_images
+
+    images = read_images(path, hdu)
+    timing = header_timing(images[0].header)
+    if timing is None:
+        with fits.open(path) as hdul:
+            timing = header_timing(hdul[0].header)
+    return fit_like([image.data for image in images], preset=preset, gain=gain, timing=timing, seed=seed)
 
 
 def write_like(path, fitted, *, overwrite=False, source=""):
@@ -168,11 +185,74 @@ def _share_above(clusters, min_charge_e, seed):
     return float(np.mean(sample.electrons >= min_charge_e))
 
 
-def _predicted_sigma(preset, clusters, seed):
-    """Median diffusion width (px) of the point-like events in the fitted window, for the preset's diffusion law."""
+def _fe55_rate(measured):
+    """⁵⁵Fe-window clusters per megapixel."""
+    return _rate(measured, lambda q: (q >= FE55_WINDOW_E[0]) & (q <= FE55_WINDOW_E[1]))
+
+
+def _point_rate(measured):
+    """Clusters of the point-like charge range (below electron tracks) per megapixel."""
+    return _rate(measured, lambda q: (q >= POINT_CHARGE_E[0]) & (q < TRACK_MIN_E))
+
+
+def _rate(measured, select):
+    return float(sum(np.count_nonzero(select(m.clusters["charge_e"])) for m in measured)
+                 / sum(m.mpix for m in measured))
+
+
+def _median_sigma(measured, fe55_only):
+    """Median fitted width (px) of the point-like clusters; only the ⁵⁵Fe window's when there is a source.
+
+    The ⁵⁵Fe X-rays all convert near the back, so their widths scatter little and pin the diffusion
+    law's scale better than the broad spread of widths of events at every depth.
+    """
+    sigmas = []
+    for m in measured:
+        c = m.clusters
+        pick = np.asarray(c["point_like"])
+        if fe55_only:
+            pick &= (c["charge_e"] >= FE55_WINDOW_E[0]) & (c["charge_e"] <= FE55_WINDOW_E[1])
+        sigmas.append(np.asarray(c["sigma"][pick]))
+    sigmas = np.concatenate(sigmas)
+    return float(np.median(sigmas)) if sigmas.size else float("nan")
+
+
+def _calibrate_by_simulation(fitted, measured, sigma, seed, min_clusters=300, max_frames=6, max_size=(512, 1024)):
+    """Correct the event rates and the diffusion scale by what the measurement does to simulated frames.
+
+    Frames simulated with ``fitted`` (at most ``max_size``) are measured with the same code as the
+    real ones; the ⁵⁵Fe and point rates are scaled by the ratio of real to simulated measured rates
+    (charge lost below the pixel threshold moves clusters out of the windows) and the diffusion
+    law's A by the squared ratio of the median widths (every width scales as sqrt(A)).
+    """
+    from ccdseg.sim.simulate import iter_simulations
+
+    sections = {name: values for name, values in fitted.items() if isinstance(values, dict)}
+    overrides = {f"{name}.{key}": value for name, values in sections.items() for key, value in values.items()}
+    overrides["detector.height"] = min(overrides["detector.height"], max_size[0])
+    overrides["detector.width"] = min(overrides["detector.width"], max_size[1])
+    config = load_config(fitted["preset"], overrides=overrides)
+    clusters = fitted["clusters"]
+    fe55_only = clusters["fe55_per_mpix"][0] > 0
+    simulated = []
+    for _, simulation in zip(range(max_frames), iter_simulations(config, seed), strict=False):
+        simulated.append(measure_frame(simulation.image, gain=simulation.config.detector.gain_adu_per_e))
+        if sum(np.count_nonzero(m.clusters["point_like"]) for m in simulated) >= min_clusters:
+            break
+    for key, rate in (("fe55_per_mpix", _fe55_rate), ("points_per_mpix", _point_rate)):
+        seen = rate(simulated)
+        if seen > 0 and clusters[key][0] > 0:
+            clusters[key] = [clusters[key][0] * rate(measured) / seen] * 2
+    simulated_sigma = _median_sigma(simulated, fe55_only)
+    if np.isfinite(sigma) and np.isfinite(simulated_sigma) and simulated_sigma > 0 and "diffusion_a_um2" in clusters:
+        clusters["diffusion_a_um2"] *= float((sigma / simulated_sigma) ** 2)
+
+
+def _predicted_sigma(preset, clusters, fe55_only, seed):
+    """Median diffusion width (px) of the events in the fitted charge window (only ⁵⁵Fe with ``fe55_only``)."""
     config = load_config(preset, overrides={f"clusters.{k}": v for k, v in clusters.items()})
     c, d, rng = config.clusters, config.detector, np.random.default_rng(seed)
-    rates = np.array([clusters["points_per_mpix"][0], clusters["fe55_per_mpix"][0]])
+    rates = np.array([0.0 if fe55_only else clusters["points_per_mpix"][0], clusters["fe55_per_mpix"][0]])
     if rates.sum() <= 0:
         return float("nan")
     n = np.round(_SAMPLE_EVENTS * rates / rates.sum()).astype(int)
