@@ -63,6 +63,8 @@ QUANTITIES = {
     "median charge, Q >= 50 e- (e-)": (lambda s: float(np.median(s.clusters["charge_e"][s.clusters["charge_e"] >= 50])),
                                        None),
     "point-like sigma, median (px)": (lambda s: float(np.median(s.point_sigmas())), 0.10),
+    "55Fe-window point-like sigma, median (px)": (lambda s: float(np.median(DISTRIBUTIONS["55Fe-window sigma"](s))),
+                                                  None),
     "point-like share of fitted clusters": (lambda s: float(np.mean(s.clusters["point_like"][
         np.isfinite(s.clusters["sigma"])])), None),
     "55Fe share (1400-1800 e- of Q >= 100 e-)": (lambda s: s.fe55_share(), 0.30),

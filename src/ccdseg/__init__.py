@@ -16,6 +16,8 @@ _LAZY = {
     "estimate_gain": "ccdseg.calib.gain", "resolve_gain": "ccdseg.calib.gain",
     "find_clusters": "ccdseg.measure.catalog", "find_sections": "ccdseg.measure.sections",
     "segment_classical": "ccdseg.measure.classical",
+    "measure_frame": "ccdseg.measure.frame_stats", "fit_point_gaussian": "ccdseg.measure.psf_fit",
+    "fit_like": "ccdseg.measure.like", "fit_like_file": "ccdseg.measure.like", "write_like": "ccdseg.measure.like",
     "SimConfig": "ccdseg.sim.config", "load_config": "ccdseg.sim.config",
     "Simulation": "ccdseg.sim.simulate", "simulate_image": "ccdseg.sim.simulate",
     "iter_simulations": "ccdseg.sim.simulate",

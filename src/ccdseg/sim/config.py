@@ -165,10 +165,10 @@ PRESETS["damicm"] = {
     "glow": {"probability": 0.0},
     "hot": {"pixels_per_mpix": (0.0, 5.0), "columns": (0, 0), "rows": (0, 0), "streaks_per_mpix": (0.0, 10.0),
             "amplitude_e": (5.0, 100.0)},
-    "clusters": {**PRESETS["skipper"]["clusters"], "points_per_mpix": (500.0, 700.0), "worms_per_mpix": (5.0, 20.0),
+    "clusters": {**PRESETS["skipper"]["clusters"], "points_per_mpix": (400.0, 600.0), "worms_per_mpix": (5.0, 20.0),
                  "muons_per_mpix": (0.0, 0.0), "alphas_per_mpix": (0.0, 0.0), "xray_fraction": 0.05,
-                 "fe55_per_mpix": (400.0, 500.0), "max_packets": 16384,
-                 "diffusion_a_um2": 565.0, "diffusion_b_per_um": 8.86e-4},
+                 "fe55_per_mpix": (450.0, 550.0), "max_packets": 16384,
+                 "diffusion_a_um2": 530.0, "diffusion_b_per_um": 8.86e-4},
 }
 
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(SimConfig)}
