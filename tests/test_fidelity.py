@@ -46,6 +46,16 @@ def test_zero_peak_and_dark_ramps_of_a_skipper_frame():
     assert ramps["across_columns"] == pytest.approx(0.1, abs=0.03)
 
 
+def test_a_frame_without_resolved_electrons_is_refused():
+    from ccdseg.errors import ConfigError
+
+    image = simulate_image(load_config("damic", overrides={"detector.height": 64, "detector.width": 64}), seed=1).image
+    with pytest.raises(ConfigError, match="single electrons"):
+        fit_like([image])
+    with pytest.raises(ConfigError, match="does not resolve single electrons"):
+        fit_like([image], gain=10.0)
+
+
 def test_fe55_xrays_enter_from_the_back_at_their_attenuation_length():
     config = load_config("damicm")
     assert events.attenuation_length_um(5898.8) == pytest.approx(28, abs=2)  # NIST XCOM: 29 um

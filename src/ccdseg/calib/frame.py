@@ -15,6 +15,8 @@ from ccdseg.calib.gain import _comb
 
 #: Pixels with at least this many electrons are charge from events or defects, not dark current (e-).
 EVENT_MIN_E = 3
+#: Widest 0 e- peak :func:`zero_peak` fits (e-): beyond it the electron peaks are not resolved.
+MAX_PEAK_WIDTH_E = 0.6
 
 
 def zero_peak(image_e, max_electrons=3, bin_e=0.02):
@@ -53,7 +55,7 @@ def zero_peak(image_e, max_electrons=3, bin_e=0.02):
         params, _ = optimize.curve_fit(_comb, centres, counts, p0=[offset, 1.0, 0.15, *heights],
                                        sigma=np.sqrt(counts + 1.0), bounds=(
                                            [offset - 0.5, 1.0 - 1e-9, 0.01] + [0.0] * len(heights),
-                                           [offset + 0.5, 1.0 + 1e-9, 0.6] + [np.inf] * len(heights)))
+                                           [offset + 0.5, 1.0 + 1e-9, MAX_PEAK_WIDTH_E] + [np.inf] * len(heights)))
     return float(params[0]), float(abs(params[2]))
 
 

@@ -119,7 +119,8 @@ def measure_frame(image, *, gain=None, fit_points=True):
     Raises
     ------
     ConfigError
-        No gain given and no resolved electron peaks to measure it from.
+        No gain given and no resolved electron peaks to measure it from, or a gain given for a frame
+        whose electron peaks are not resolved.
     """
     image = np.asarray(image, dtype=np.float64)
     gain = estimate_gain(image) if gain is None else float(gain)
@@ -128,6 +129,9 @@ def measure_frame(image, *, gain=None, fit_points=True):
     median = np.median(image[np.isfinite(image)])
     image_e = (image - median) / gain
     offset, noise = frame.zero_peak(image_e)
+    if noise > 0.95 * frame.MAX_PEAK_WIDTH_E:
+        raise ConfigError(f"the frame does not resolve single electrons (0 e- peak wider than "
+                          f"{frame.MAX_PEAK_WIDTH_E} e-): it cannot be measured with the given gain {gain:.4g} ADU/e-")
     image_e -= offset
     counts = frame.electron_counts(image_e)
     mask = frame.dark_mask(counts)
