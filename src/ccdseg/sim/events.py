@@ -89,20 +89,20 @@ _SI_MU_ABOVE_K = ((1.8389, 3192.0), (2.0, 2777.0), (3.0, 978.4), (4.0, 452.9), (
 
 
 def attenuation_length_um(energy_ev):
-    """Attenuation length of X-rays in silicon (µm): 29 µm at 5.9 keV, 37 µm at 6.49 keV, 70 µm at 8 keV."""
+    """Attenuation length of X-rays in silicon (µm): 12 µm at 1.74 keV, 28 µm at 5.9 keV, 67 µm at 8.05 keV."""
     kev = np.asarray(energy_ev, float) / 1e3
     mu = np.empty_like(kev)
     for branch, select in ((_SI_MU_BELOW_K, kev < 1.8389), (_SI_MU_ABOVE_K, kev >= 1.8389)):
         e, m = np.log(np.array(branch)).T
-        mu[select] = np.exp(np.interp(np.log(kev[select]), e, m, left=None, right=None))
+        mu[select] = np.exp(np.interp(np.log(kev[select]), e, m))
     return 1e4 / (mu * _SI_DENSITY)
 
 
 def fe55_events(n, shape, clusters, thickness_um, rng):
     """⁵⁵Fe X-rays (Mn Kα and Kβ) entering from the back: absorbed at an exponential depth from the back surface.
 
-    The depth below the back follows each line's attenuation length; X-rays that would cross the
-    whole thickness are drawn again from the same law truncated to the silicon.
+    The depth below the back follows each line's attenuation length, truncated to the silicon: an
+    X-ray that crosses the whole thickness leaves nothing and is not one of the ``n``.
     """
     energy = np.where(rng.random(n) < clusters.fe55_kbeta_fraction, clusters.fe55_lines_ev[1],
                       clusters.fe55_lines_ev[0])
