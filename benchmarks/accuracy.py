@@ -40,7 +40,7 @@ def benchmark_files(data_dir, regenerate=False):
     current = json.loads(manifest.read_text()) if manifest.is_file() else {}
     if regenerate or any(current.get(key) != value for key, value in expected.items()):
         print(f"writing the benchmark set to {data_dir}", file=sys.stderr)
-        return evaluate.make_benchmark_set(data_dir, overwrite=True)
+        return benchmark.make_benchmark_set(data_dir, overwrite=True)
     return {preset: evaluate.find_images([data_dir / preset]) for preset in benchmark.BENCHMARK_PRESETS}
 
 

@@ -193,7 +193,8 @@ def test_presets_keep_the_readout_off():
 
 def test_readout_simulation_labels_are_exact():
     config = readout_config("damic", amplifier_cols=2, amplifier_rows=2, dead_columns=[2, 2],
-                            negative_columns=[1, 1], saturated_columns=[1, 1], sawtooth_e=[3.0, 6.0], rice_q=4.0)
+                            negative_columns=[1, 1], saturated_columns=[1, 1], sawtooth_e=[3.0, 6.0])
+    config.detector.rice_q = 4.0
     sim = simulate_image(config, seed=4)
     assert sim.image.shape == sim.labels.shape == (192, 256)
     # a saturated column in each amplifier's part, over its full height: at the ADC limit, labelled hot pixel

@@ -32,6 +32,11 @@ def register(subparsers):
                         "header key, else measured from the single-electron peaks)")
     parser.add_argument("--artefacts", action="store_true",
                         help="with --background: also paste simulated glow and hot pixels")
+    parser.add_argument("--like", type=Path, metavar="FRAME",
+                        help="measure this real skipper frame (every image HDU, or --hdu) and simulate frames "
+                             "like it: gain, noise, pedestal, dark level and ramps, hot columns, event rates, "
+                             "diffusion; the fitted parameters go to OUT_DIR/like.toml (reusable with --config), "
+                             "the preset supplies the rest")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     parser.set_defaults(func=run)
 
@@ -50,11 +55,18 @@ def run(args):
     overrides = list(args.overrides)
     if args.size:
         overrides += [f"detector.height={args.size[0]}", f"detector.width={args.size[1]}"]
-    config = load_config(args.preset, args.config, overrides)
     if args.n < 1:
         raise ConfigError(f"--n = {args.n}: must be >= 1")
-    if args.background is None and (args.hdu is not None or args.gain is not None or args.artefacts):
-        raise ConfigError("--hdu, --gain and --artefacts need --background FRAME")
+    if args.like is not None and (args.background is not None or args.config is not None):
+        raise ConfigError("--like fits its own config: it cannot be combined with --background or --config")
+    if args.background is None and args.like is None and (args.hdu is not None or args.gain is not None):
+        raise ConfigError("--hdu and --gain need --background FRAME or --like FRAME")
+    if args.background is None and args.artefacts:
+        raise ConfigError("--artefacts needs --background FRAME")
+    config_path = args.config
+    if args.like is not None:
+        config_path = _fit_like(args)
+    config = load_config(args.preset, config_path, overrides)
     stream = (((simulation, {}) for simulation in iter_simulations(config, args.seed)) if args.background is None
               else iter_pasted(read_images(args.background, args.hdu), config, gain=args.gain, seed=args.seed,
                               with_artefacts=args.artefacts, source=args.background.name,
@@ -68,3 +80,16 @@ def run(args):
     print(f"wrote {args.n} images and their truth to {args.out_dir}")
     return 0
 
+
+def _fit_like(args):
+    """Measure the --like frame, write OUT_DIR/like.toml and return its path."""
+    from ccdseg.io.atomic import check_absent
+    from ccdseg.measure.like import fit_like_file, write_like
+
+    path = args.out_dir / "like.toml"
+    check_absent([path], args.overwrite)
+    fitted = fit_like_file(args.like, hdu=args.hdu, preset=args.preset, gain=args.gain, seed=args.seed)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    write_like(path, fitted, overwrite=args.overwrite, source=args.like.name)
+    print(f"fitted {args.like.name}: parameters in {path}")
+    return path

@@ -10,13 +10,16 @@ import numpy as np
 def dark_current_map(shape, detector):
     """Expected dark + spurious charge (e-/pix), with the readout ramp.
 
-    A pixel read later integrates longer: exposure = t_exp + t_row·(y + x/ncols) (SENSEI rate model).
+    A pixel read later integrates longer: exposure = t_exp + t_row·(y + x/ncols) (SENSEI rate model);
+    ``dark_column_ramp_e`` adds a linear rise across the columns (charge collected while waiting in
+    the serial register).
     """
     rows = np.arange(shape[0], dtype=np.float64)[:, None]
     cols = np.arange(shape[1], dtype=np.float64)[None, :]
     seconds = detector.exposure_s + detector.row_readout_s * (rows + cols / shape[1])
     seconds = np.broadcast_to(seconds, shape)
-    return detector.dark_current_e_per_day / 86400.0 * seconds + detector.spurious_charge_e
+    column_ramp = detector.dark_column_ramp_e * cols / max(shape[1] - 1, 1)
+    return detector.dark_current_e_per_day / 86400.0 * seconds + detector.spurious_charge_e + column_ramp
 
 
 def _log_uniform(rng, low, high, size=None):

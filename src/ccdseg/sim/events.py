@@ -13,10 +13,9 @@ import numpy as np
 #: Kinds of event, as written in the truth catalog.
 KINDS = ("point", "worm", "muon", "alpha")
 
-# A step of n electrons diffuses as min(n, max(_PACKETS, n / _MAX_PACKET_E)) samples: one per electron up to
-# 128 e-, then 128 equal packets, and beyond 64,000 e- packets of at most 500 e- each (the largest charge one
-# sample carries); this keeps a full frame with muons and alphas to a few million samples.
-_PACKETS = 128
+# Largest charge one diffusion sample may carry (e-): with ``clusters.max_packets`` samples per step
+# at most, single electrons are drawn one by one up to that many, bigger deposits in packets, which
+# keeps a full frame with muons and alphas to a few million samples.
 _MAX_PACKET_E = 500.0
 
 _STEP_UM = 5.0       # length of one deposit step along worm and muon paths (µm)
@@ -80,6 +79,40 @@ def point_events(n, shape, clusters, thickness_um, rng):
         energy[line] = rng.choice(np.asarray(clusters.xray_lines_ev, float), line.sum())
     electrons = fano_electrons(energy, clusters.ev_per_pair, clusters.fano, rng)
     z = rng.uniform(0, thickness_um, n)
+    y, x = rng.uniform(-0.5, shape[0] - 0.5, n), rng.uniform(-0.5, shape[1] - 0.5, n)
+    return _deposits("point", x, y, z, electrons, np.arange(n), energy, z)
+
+
+# Mass attenuation coefficient of silicon (cm²/g) against photon energy (keV), NIST XCOM; the K edge
+# at 1.8389 keV splits the table into two branches interpolated log-log.
+_SI_MU_BELOW_K = ((1.0, 1570.0), (1.5, 535.5), (1.8389, 309.2))
+_SI_MU_ABOVE_K = ((1.8389, 3192.0), (2.0, 2777.0), (3.0, 978.4), (4.0, 452.9), (5.0, 245.0), (6.0, 147.0),
+                  (8.0, 64.68), (10.0, 33.89), (15.0, 10.34), (20.0, 4.464))
+
+
+def attenuation_length_um(energy_ev):
+    """Attenuation length of X-rays in silicon (µm): 12 µm at 1.74 keV, 28 µm at 5.9 keV, 67 µm at 8.05 keV."""
+    kev = np.asarray(energy_ev, float) / 1e3
+    mu = np.empty_like(kev)
+    for branch, select in ((_SI_MU_BELOW_K, kev < 1.8389), (_SI_MU_ABOVE_K, kev >= 1.8389)):
+        e, m = np.log(np.array(branch)).T
+        mu[select] = np.exp(np.interp(np.log(kev[select]), e, m))
+    return 1e4 / (mu * _SI_DENSITY)
+
+
+def fe55_events(n, shape, clusters, thickness_um, rng):
+    """⁵⁵Fe X-rays (Mn Kα and Kβ) entering from the back: absorbed at an exponential depth from the back surface.
+
+    The depth below the back follows each line's attenuation length, truncated to the silicon: an
+    X-ray that crosses the whole thickness leaves nothing and is not one of the ``n``.
+    """
+    energy = np.where(rng.random(n) < clusters.fe55_kbeta_fraction, clusters.fe55_lines_ev[1],
+                      clusters.fe55_lines_ev[0])
+    length = attenuation_length_um(energy)
+    # inverse CDF of the exponential truncated to [0, thickness]
+    from_back = -length * np.log1p(-rng.random(n) * -np.expm1(-thickness_um / length))
+    z = thickness_um - from_back
+    electrons = fano_electrons(energy, clusters.ev_per_pair, clusters.fano, rng)
     y, x = rng.uniform(-0.5, shape[0] - 0.5, n), rng.uniform(-0.5, shape[1] - 0.5, n)
     return _deposits("point", x, y, z, electrons, np.arange(n), energy, z)
 
@@ -192,7 +225,8 @@ def diffuse(deposits, shape, clusters, pixel_um, rng):
         Event index of each sample.
     """
     n_e = deposits.electrons
-    packets = np.minimum(np.ceil(n_e), np.maximum(_PACKETS, np.ceil(n_e / _MAX_PACKET_E))).astype(np.int64)
+    packets = np.minimum(np.ceil(n_e), np.maximum(clusters.max_packets, np.ceil(n_e / _MAX_PACKET_E))).astype(
+        np.int64)
     packets = np.maximum(packets, 1)
     step = np.repeat(np.arange(n_e.size), packets)
     charge = (n_e / packets)[step]

@@ -15,7 +15,7 @@ from astropy.table import vstack
 
 from ccdseg.classes import BACKGROUND, HOT_PIXEL
 from ccdseg.sim.config import ReadoutConfig
-from ccdseg.sim.simulate import Simulation
+from ccdseg.sim.simulate import Simulation, rice_quantise
 
 
 def simulate_readout(config, rng):
@@ -45,7 +45,7 @@ def simulate_readout(config, rng):
         for i in range(readout.amplifier_cols):
             amp = _amplifier_config(config, ys[j + 1] - ys[j], xs[i + 1] - xs[i], first=i == j == 0, rng=rng)
             sim = simulate_image(amp, rng=rng)
-            _add_readout_effects(sim, amp.detector, readout, rng)
+            _add_readout_effects(sim, amp.detector, readout, rng, rice_q=det.rice_q)
             # the readout corner, and the glow with it, faces out of the image
             sim = _flipped(sim, *(_faces_start(sim.charge["glow_expected"], axis) != (k < n / 2)
                                   if n > 1 else False
@@ -75,6 +75,7 @@ def _amplifier_config(config, height, width, first, rng):
     det, readout = amp.detector, amp.readout
     det.height, det.width = int(height), int(width)
     amp.readout = ReadoutConfig()
+    det.rice_q = 0.0  # quantised once, after the readout effects
     if not first:
         det.pedestal_adu += rng.uniform(*readout.pedestal_offset_adu)
         det.read_noise_e *= 1 + rng.uniform(-1, 1) * readout.noise_spread
@@ -91,7 +92,7 @@ def _faces_start(glow, axis):
     return profile[:half].sum() >= profile[profile.size - half:].sum()
 
 
-def _add_readout_effects(sim, det, readout, rng):
+def _add_readout_effects(sim, det, readout, rng, *, rice_q=0.0):
     """Add one amplifier's baseline, transient, odd columns and quantisation to its simulation, in place."""
     height, width = sim.image.shape
     gain, noise_adu = det.gain_adu_per_e, det.noise_e * det.gain_adu_per_e
@@ -120,10 +121,8 @@ def _add_readout_effects(sim, det, readout, rng):
     image[:, negative] -= gain * rng.uniform(*readout.negative_e, size=negative.size)
     sim.labels[:, lost], sim.ids[:, lost] = BACKGROUND, 0
     image += gain * baseline[None, :]
-    if readout.rice_q > 0:  # fpack's subtractive dithering: a uniform error of +-half a step
-        step = noise_adu / readout.rice_q
-        dither = rng.random(image.shape)
-        image = (np.round(image / step + dither) - dither) * step
+    if rice_q > 0:
+        image = rice_quantise(image, rice_q, rng)
     image[:, saturated] = det.adc_max_adu if det.adc_max_adu is not None else det.pedestal_adu + gain * det.full_well_e
     sim.labels[:, saturated], sim.ids[:, saturated] = HOT_PIXEL, 0
     if det.adc_max_adu is not None:

@@ -6,6 +6,7 @@ ADU with the gain and a (drifting) pedestal. Labels come from the components the
 never from the noisy image; the rule is :class:`ccdseg.sim.config.LabelConfig`'s.
 """
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,6 +114,7 @@ def simulate_image(config=None, seed=None, rng=None):
     ids, truth = cluster_truth(drawn, labels == CLUSTER)
 
     image_e = total + rng.normal(0.0, det.noise_e, active)
+    image_e[:, 0] += det.first_column_offset_e
     pad = ((0, 0), (det.prescan_columns, det.overscan_columns))
     if det.prescan_columns or det.overscan_columns:
         image_e = np.pad(image_e, pad)
@@ -122,9 +124,14 @@ def simulate_image(config=None, seed=None, rng=None):
         truth["xmin"] += det.prescan_columns
         truth["xmax"] += det.prescan_columns
     pedestal = det.pedestal_adu + np.cumsum(rng.normal(0.0, det.pedestal_drift_adu, det.height))
-    image = pedestal[:, None] + det.gain_adu_per_e * image_e
+    if det.gain_spread > 0:  # this frame's gain, recorded in its config (and so in the GAIN header key)
+        config = copy.deepcopy(config)
+        config.detector.gain_adu_per_e *= max(1.0 + det.gain_spread * rng.standard_normal(), 0.5)
+    image = pedestal[:, None] + config.detector.gain_adu_per_e * image_e
     if det.adc_max_adu is not None:
         image = np.clip(image, 0.0, det.adc_max_adu)
+    if det.rice_q > 0:
+        image = rice_quantise(image, det.rice_q, rng)
 
     def full(array, dtype):
         return (np.pad(array, pad) if det.prescan_columns or det.overscan_columns else array).astype(dtype, copy=False)
@@ -222,7 +229,23 @@ def _draw_events(shape, config, rng):
         events.muon_events(count(cl.muons_per_mpix), shape, cl, det.thickness_um, det.pixel_size_um, rng),
         events.alpha_events(count(cl.alphas_per_mpix), shape, cl, det.thickness_um, rng),
     ]
+    if cl.fe55_per_mpix[1] > 0:  # drawn only where configured, so that other presets keep their images
+        parts.append(events.fe55_events(count(cl.fe55_per_mpix), shape, cl, det.thickness_um, rng))
     return events.Deposits.concatenate(parts)
+
+
+def rice_quantise(image, q, rng):
+    """Round an image as fpack's lossy RICE compression does: to steps of the row's noise / q, dithered.
+
+    Each row (fpack's tile) gets the step ``noise / q`` with the noise estimated as CFITSIO does
+    (0.6052 · median |2 x_i - x_{i-2} - x_{i+2}|, which in a skipper frame counts the dark electrons
+    too), and the subtractive dither: uniform noise added before rounding and taken off after.
+    """
+    second = 2 * image[:, 2:-2] - image[:, :-4] - image[:, 4:]
+    step = 0.6052 * np.median(np.abs(second), axis=1, keepdims=True) / q
+    step = np.where(step > 0, step, 1.0)
+    dither = rng.random(image.shape)
+    return (np.rint(image / step + dither - 0.5) - dither + 0.5) * step
 
 
 def poisson_where_positive(expected, rng):
