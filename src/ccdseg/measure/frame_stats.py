@@ -123,7 +123,11 @@ def measure_frame(image, *, gain=None, fit_points=True):
         whose electron peaks are not resolved.
     """
     image = np.asarray(image, dtype=np.float64)
-    gain = estimate_gain(image) if gain is None else float(gain)
+    if gain is None:
+        estimate = estimate_gain(image)
+        gain = None if estimate is None else estimate.value
+    else:
+        gain = float(gain)
     if gain is None:
         raise ConfigError("gain: the frame does not resolve single electrons; pass the gain in ADU/e-")
     median = np.median(image[np.isfinite(image)])

@@ -11,6 +11,7 @@ from scipy import ndimage
 from ccdseg.measure.diffusion import PIXEL_UM, THICKNESS_UM, depth_from_sigma, track_axis
 from ccdseg.measure.kinds import KINDS, classify_kinds
 from ccdseg.measure.psf_fit import fit_point_gaussian
+from ccdseg.sim.config import ClusterConfig
 
 #: Particle columns of the catalogue: name -> (unit, description).
 PARTICLE_COLUMNS = {
@@ -35,7 +36,7 @@ _MAX_FIT_PIXELS = 400
 _MARGIN = 2
 
 
-def particle_columns(charge_image, components, n, *, noise_e, ev_per_pair=3.77, pixel_um=PIXEL_UM,
+def particle_columns(charge_image, components, n, *, noise_e, ev_per_pair=ClusterConfig.ev_per_pair, pixel_um=PIXEL_UM,
                      thickness_um=THICKNESS_UM, diffusion=None, kind_model=None):
     """Particle columns of every cluster.
 

@@ -104,7 +104,8 @@ def fit_point_gaussian(stamp, *, noise_e, dark_e=0.0, mask=None, x0=None, y0=Non
     # charge and width low by a few per cent
     expected = np.clip(signal, 0, None)
     for _ in range(2):
-        inverse_sigma = 1.0 / np.sqrt(noise_e ** 2 + dark_e + expected)[use]
+        # at least the 1/12 e-^2 of whole electrons, so a noiseless, dark-free pixel still has a weight
+        inverse_sigma = 1.0 / np.sqrt(np.maximum(noise_e ** 2 + dark_e + expected, 1.0 / 12.0))[use]
 
         def residuals(p, inverse_sigma=inverse_sigma):
             return (signal[use] - integrated_gaussian(stamp.shape, *p)[use]) * inverse_sigma

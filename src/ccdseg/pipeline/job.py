@@ -422,8 +422,12 @@ def _process(path, images, primary, paths, model, options, progress=False):
         data = _analysed_image(image, segments)
         labels, probs, measured, pedestal = _segment(data, segments, model, options, progress)
         if options.objects:
-            # the halo rule weighs hot pixel against background where the whole cube was kept
-            labels = resolve_objects(labels, probs if options.probabilities else None)
+            # per amplifier segment, as each was normalised; the halo rule weighs hot pixel against
+            # background where the whole cube was kept
+            for segment in segments:
+                region = (segment.rows, segment.cols)
+                labels[region] = resolve_objects(labels[region],
+                                                 probs[(slice(None), *region)] if options.probabilities else None)
         # --- search products: a run's defects relabel the segmentation (ccdseg.measure.run_mask) ---
         defects = None if options.run_mask is None else read_run_mask(options.run_mask, image.label, data.shape)
         labels = labels if defects is None else apply_run_mask(labels, defects)
