@@ -80,7 +80,7 @@ def saturated_pixels(image, header=None):
 
 
 def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, hdu="", connectivity=2,
-                  ev_per_pair=ClusterConfig.ev_per_pair, saturated=None):
+                  ev_per_pair=ClusterConfig.ev_per_pair, saturated=None, particles=True):
     """Catalogue the connected components of the cluster class, one row per cluster.
 
     Parameters
@@ -105,6 +105,9 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
         Mean energy per electron-hole pair in eV; default the simulation's (3.77 eV in silicon at ~140 K).
     saturated : ndarray (H, W) of bool, optional
         Pixels at the ADC limit or full well (:func:`saturated_pixels`); gives the ``saturated`` flag.
+    particles : bool
+        Fill the particle columns (kind, point fit, muon track; :mod:`ccdseg.measure.particles`) when the
+        gain is known; False leaves them empty (for groups of a few electrons, which have no shape).
 
     Returns
     -------
@@ -182,7 +185,7 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
                       else np.zeros(n, dtype=bool)),
     }
     columns["energy_ev"] = columns["charge_e"] * ev_per_pair
-    if gain:
+    if gain and particles:
         charge_image = (image - pedestal) / gain
         noise_e = robust_sigma(charge_image[labels == BACKGROUND])
         columns.update(particle_columns(charge_image, components, n, noise_e=noise_e, ev_per_pair=ev_per_pair))

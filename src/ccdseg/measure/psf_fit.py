@@ -52,11 +52,26 @@ class PointFit:
 
 def integrated_gaussian(shape, amplitude_e, x, y, sigma_x, sigma_y):
     """Expected charge per pixel (e-) of a 2-D Gaussian of total ``amplitude_e`` integrated over each pixel."""
-    cols = np.arange(shape[1] + 1) - 0.5
-    rows = np.arange(shape[0] + 1) - 0.5
-    share_x = np.diff(special.ndtr((cols - x) / sigma_x))
-    share_y = np.diff(special.ndtr((rows - y) / sigma_y))
+    (share_x, _, _), (share_y, _, _) = _shares(shape[1], x, sigma_x), _shares(shape[0], y, sigma_y)
     return amplitude_e * share_y[:, None] * share_x[None, :]
+
+
+def _shares(n, centre, sigma):
+    """Share of a 1-D Gaussian in each of ``n`` pixels, and its derivatives by the centre and by sigma."""
+    u = (np.arange(n + 1) - 0.5 - centre) / sigma
+    density = np.exp(-0.5 * u * u) / np.sqrt(2 * np.pi)
+    return np.diff(special.ndtr(u)), -np.diff(density) / sigma, -np.diff(u * density) / sigma
+
+
+def _jacobian(shape, amplitude_e, x, y, sigma_x, sigma_y):
+    """Derivatives of :func:`integrated_gaussian` by its five parameters, (H, W, 5).
+
+    Exact, so the fit needs no finite differences (five model evaluations per step fewer).
+    """
+    (gx, dgx_x, dgx_s), (gy, dgy_y, dgy_s) = _shares(shape[1], x, sigma_x), _shares(shape[0], y, sigma_y)
+    return np.stack([gy[:, None] * gx[None, :], amplitude_e * gy[:, None] * dgx_x[None, :],
+                     amplitude_e * dgy_y[:, None] * gx[None, :], amplitude_e * gy[:, None] * dgx_s[None, :],
+                     amplitude_e * dgy_s[:, None] * gx[None, :]], axis=-1)
 
 
 def fit_point_gaussian(stamp, *, noise_e, dark_e=0.0, mask=None, x0=None, y0=None, sigma0=1.0,
@@ -110,7 +125,12 @@ def fit_point_gaussian(stamp, *, noise_e, dark_e=0.0, mask=None, x0=None, y0=Non
         def residuals(p, inverse_sigma=inverse_sigma):
             return (signal[use] - integrated_gaussian(stamp.shape, *p)[use]) * inverse_sigma
 
-        result = optimize.least_squares(residuals, params, bounds=(low, high), x_scale="jac")
+        def jacobian(p, inverse_sigma=inverse_sigma):
+            return -_jacobian(stamp.shape, *p)[use] * inverse_sigma[:, None]
+
+        # 1e-6 of the cost and parameters is far below their statistical errors, and halves the iterations
+        result = optimize.least_squares(residuals, params, jac=jacobian, bounds=(low, high), x_scale="jac",
+                                        ftol=1e-6, xtol=1e-6)
         params = result.x
         expected = integrated_gaussian(stamp.shape, *params)
     dof = max(np.count_nonzero(use) - 5, 1)

@@ -166,7 +166,7 @@ def _with_low_energy(image, electrons, clusters, events, gain, hdu):
     # the pedestal of the electron counts, so that the catalogue's charges are the counted electrons
     pedestal = np.nanmedian(image - electrons * gain, axis=1)
     found = catalog.find_clusters(image, np.where(events > 0, CLUSTER, BACKGROUND).astype(np.uint8), gain=gain,
-                                  pedestal=np.nan_to_num(pedestal), hdu=hdu)
+                                  pedestal=np.nan_to_num(pedestal), hdu=hdu, particles=False)
     found["id"] += len(clusters)
     found["low_energy"] = True
     return vstack([clusters, found], metadata_conflicts="silent")

@@ -433,7 +433,8 @@ def _process(path, images, primary, paths, model, options, progress=False):
         labels = labels if defects is None else apply_run_mask(labels, defects)
         used_gain, source = resolve_gain(data, (image.header, primary), options.gain, segments=segments)
         tables.append(catalog.find_clusters(measured, labels, probabilities=probs, gain=used_gain, pedestal=pedestal,
-                                            hdu=image.label, saturated=saturated_pixels(image.data, image.header)))
+                                            hdu=image.label, saturated=saturated_pixels(image.data, image.header),
+                                            particles=options.particles))
         del measured
         suffix = "" if single else f"_{image.label}"
         header = _labels_header(image, used_gain, source)
