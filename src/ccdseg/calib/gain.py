@@ -146,7 +146,7 @@ def estimate_gain(image, pedestal=None, max_electrons=6, min_peak_pixels=30, min
                 estimate = GainEstimate(float(params[1]), float(np.sqrt(covariance[1, 1])), n_peaks,
                                         float(params[1] / abs(params[2])))
         except RuntimeError:
-            pass
+            pass  # the comb fit did not converge: the estimate from the peak windows stands
     resolved = estimate.quality >= MIN_RESOLUTION and estimate.error <= MAX_RELATIVE_ERROR * estimate.value
     return estimate if resolved else None
 

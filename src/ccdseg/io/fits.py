@@ -141,7 +141,7 @@ def _available_memory():
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
-        pass
+        pass  # no readable /proc/meminfo (not Linux): the size check then has no memory limit
     return None
 
 
