@@ -39,6 +39,7 @@ def test_tile_statistics_come_from_the_whole_image():
         "glow.amplitude_e": [300, 300], "glow.length_px": [40, 40], "glow.warm_columns": [0, 0]}), seed=3)
     tiles = dataset.image_tiles(sim.image, sim.labels, 64)
     whole = normalization_stats(sim.image)
+    assert dataset.prepared(sim.image)[0] is sim.image  # one amplifier, no baseline: the frame as it is
     for (image, _labels, stats), (y, x) in zip(tiles, dataset.grid_positions(sim.image.shape, 64), strict=True):
         np.testing.assert_array_equal(image, sim.image[y:y + 64, x:x + 64])
         np.testing.assert_array_equal(stats.pedestal, whole.pedestal[y:y + 64])
@@ -54,11 +55,10 @@ def test_tile_statistics_come_from_the_whole_image():
 
 
 def test_simulated_tiles_follow_the_preset_mix():
-    # thesis images have a pedestal of 8800 ADU (more under glow), skipper ones of -40 ADU
-    tiles = take(dataset.simulated_tiles({"thesis": 1.0, "skipper": 3.0}, size=32, seed=0), 200)
-    medians = np.array([np.median(image) for image, _, _ in tiles])
-    assert np.all((medians > 8700) | ((medians > -45) & (medians < 100)))
-    share_thesis = np.mean(medians > 4000)
+    # thesis images have a noise of 12 ADU, skipper ones of 0.16 ADU (more where glow covers much of the image)
+    tiles = take(dataset.simulated_tiles({"thesis": 1.0, "skipper": 3.0}, size=32, seed=0, image_size=128), 800)
+    noise = np.array([stats.sigma for _, _, stats in tiles[::16]])  # one per image
+    share_thesis = np.mean(noise > 5)
     assert 0.15 < share_thesis < 0.35  # expected 0.25, binomial sd 0.03
     with pytest.raises(ConfigError, match="image_size"):
         next(dataset.simulated_tiles(size=32, image_size=48))
@@ -122,12 +122,12 @@ def test_file_tiles_read_simulations_and_split_021(tmp_path):
     val_tiles = list(dataset.file_tiles(tmp_path, 32, "val", seed=3))
     assert len(val_tiles) == 4
     for (index, y, x), (image, labels, stats) in zip(val, val_tiles, strict=True):
-        np.testing.assert_array_equal(image, sims[index].image[y:y + 32, x:x + 32])
+        np.testing.assert_array_equal(image, dataset.prepared(sims[index].image)[0][y:y + 32, x:x + 32])
         np.testing.assert_array_equal(labels, sims[index].labels[y:y + 32, x:x + 32])
-        np.testing.assert_array_equal(stats.pedestal, normalization_stats(sims[index].image).pedestal[y:y + 32])
+        np.testing.assert_array_equal(stats.pedestal, dataset.prepared(sims[index].image)[1].pedestal[y:y + 32])
     # one pass of the endless training stream is exactly the training tiles, none of validation
     first_pass = take(dataset.file_tiles(pairs, 32, "train", seed=3), 16)
-    expected = {sims[i].image[y:y + 32, x:x + 32].tobytes() for i, y, x in train}
+    expected = {dataset.prepared(sims[i].image)[0][y:y + 32, x:x + 32].tobytes() for i, y, x in train}
     assert {image.tobytes() for image, _, _ in first_pass} == expected
     assert len(take(dataset.file_tiles(pairs, 32, "train", seed=3), 40)) == 40
 

@@ -6,7 +6,7 @@ import pytest
 from ccdseg.calib import frame
 from ccdseg.cli import main
 from ccdseg.measure.like import fit_like
-from ccdseg.measure.psf_fit import fit_point_gaussian, integrated_gaussian
+from ccdseg.measure.psf_fit import fit_point_gaussian, fit_point_gaussians, integrated_gaussian
 from ccdseg.sim import artefacts, events
 from ccdseg.sim.config import load_config
 from ccdseg.sim.simulate import rice_quantise, simulate_image
@@ -26,6 +26,22 @@ def test_point_gaussian_fit_is_unbiased_with_calibrated_errors():
     # the quoted uncertainty is the scatter of the fits, and chi2/dof is about 1 for a true Gaussian
     assert np.mean([f.sigma_x_err for f in fits]) == pytest.approx(sigma_x.std(), rel=0.25)
     assert np.median([f.chi2_dof for f in fits]) == pytest.approx(1.0, abs=0.15)
+
+
+def test_batched_point_fits_equal_single_fits():
+    rng = np.random.default_rng(4)
+    stamps = [rng.poisson(integrated_gaussian((h, w), 800.0, w / 2 - 0.3, h / 2 + 0.2, 0.9, 1.1) + 0.5)
+              + rng.normal(0, 0.15, (h, w)) for h, w in ((7, 9), (9, 7), (11, 11), (5, 6))]
+    stamps.append(np.zeros((6, 6)))  # nothing to fit, in the same size bucket as a real stamp
+    masks = [np.ones(s.shape, bool) for s in stamps]
+    masks[2][0, :] = False
+    batch = fit_point_gaussians(stamps, noise_e=0.15, dark_e=0.5, masks=masks)
+    for stamp, mask, fit in zip(stamps, masks, batch, strict=True):
+        single = fit_point_gaussian(stamp, noise_e=0.15, dark_e=0.5, mask=mask)
+        np.testing.assert_allclose([fit.amplitude_e, fit.x, fit.sigma_y, fit.sigma_x_err],
+                                   [single.amplitude_e, single.x, single.sigma_y, single.sigma_x_err], rtol=1e-6)
+    assert [f.success for f in batch] == [True] * 4 + [False]
+    assert batch[0].amplitude_e == pytest.approx(800, rel=0.1) and batch[0].sigma_y == pytest.approx(1.1, rel=0.2)
 
 
 def test_point_gaussian_fit_of_an_empty_stamp_is_nan():

@@ -18,9 +18,11 @@ from ccdseg.calib.gain import estimate_gain, resolve_gain
 from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
 from ccdseg.errors import ConfigError
 from ccdseg.measure.catalog import find_clusters, saturated_pixels
-from ccdseg.nn.normalize import equalize_noise, normalize
+from ccdseg.nn.dataset import simulated_tiles
+from ccdseg.nn.normalize import equalize_noise, network_input, normalize
 from ccdseg.pipeline.options import ProcessOptions
 from ccdseg.sim.config import PRESETS, load_config
+from ccdseg.sim.readout import random_readout
 from ccdseg.sim.simulate import simulate_image
 from conftest import DAMICM_SAMPLE
 
@@ -142,6 +144,44 @@ def test_sawtooth_baseline_is_removed_and_glow_is_not():
     zeroed, _, baselines = subtract_zero(glowing.image, segments)
     assert baselines[0] is None
     np.testing.assert_allclose(zeroed, glowing.image - row_pedestal(glowing.image)[:, None], atol=0.01)
+
+
+def test_noise_is_measured_after_the_baseline_is_removed():
+    # a saw-tooth of 3-8 noise sigma widens the spread of the rows four times; the network's unit is the noise
+    config = load_config("damic", overrides={"glow.probability": 0.0, "readout.sawtooth_e": [6.0, 16.0],
+                                             "readout.sawtooth_period_px": [60, 200]})
+    noise_adu = config.detector.noise_e * config.detector.gain_adu_per_e
+    sim = simulate_image(config, seed=0)
+    _, noise, baselines = subtract_zero(sim.image, find_segments(sim.image, gain=False))
+    assert baselines[0] is not None
+    assert noise[0] == pytest.approx(noise_adu, rel=0.05)
+
+
+def test_network_input_is_the_raw_frame_or_the_zeroed_segments():
+    plain = simulate_image(readout_config("damic"), seed=1).image
+    image, stats, noise = network_input(plain, find_segments(plain, gain=False))
+    assert image is plain and noise is None
+    np.testing.assert_allclose(stats.pedestal, row_pedestal(plain, 15))
+    amplifiers = simulate_image(readout_config("damic", amplifier_cols=2, pedestal_offset_adu=[300.0, 300.0]),
+                                seed=1).image
+    segments = find_segments(amplifiers, gain=False)
+    image, stats, noise = network_input(amplifiers, segments)
+    assert len(segments) == len(noise) == 2 and not stats.pedestal.any()
+    # each half zeroed on its own: no step of 300 ADU left at the boundary
+    assert abs(np.median(image[:, :128]) - np.median(image[:, 128:])) < 0.3 * stats.sigma
+
+
+def test_training_mix_draws_real_readout_effects():
+    config = load_config("skipper")
+    rng = np.random.default_rng(0)
+    drawn = [random_readout(config, rng) for _ in range(40)]
+    assert config.readout == load_config("skipper").readout  # the given config is left alone
+    assert all(c.readout.enabled for c in drawn if c.readout.amplifier_cols * c.readout.amplifier_rows > 1)
+    assert {(c.readout.amplifier_cols, c.readout.amplifier_rows) for c in drawn} == {(1, 1), (2, 1), (1, 2), (2, 2)}
+    teeth = [c.readout.sawtooth_e[1] / config.detector.noise_e for c in drawn]
+    assert 0.3 < np.mean(np.array(teeth) > 0) < 0.7 and max(teeth) == pytest.approx(8.0)
+    with pytest.raises(ConfigError, match="readout_share"):
+        next(simulated_tiles(readout_share=1.5))
 
 
 def test_pipeline_removes_a_sawtooth_and_keeps_the_glow_labelled(tmp_path):

@@ -21,6 +21,7 @@ _LAZY = {
     "fit_dark": "ccdseg.measure.dark", "find_low_energy_events": "ccdseg.measure.low_energy",
     "build_run_mask": "ccdseg.measure.run_mask", "simulate_run": "ccdseg.sim.run",
     "measure_frame": "ccdseg.measure.frame_stats", "fit_point_gaussian": "ccdseg.measure.psf_fit",
+    "fit_point_gaussians": "ccdseg.measure.psf_fit",
     "fit_like": "ccdseg.measure.like", "fit_like_file": "ccdseg.measure.like", "write_like": "ccdseg.measure.like",
     "SimConfig": "ccdseg.sim.config", "load_config": "ccdseg.sim.config",
     "Simulation": "ccdseg.sim.simulate", "simulate_image": "ccdseg.sim.simulate",

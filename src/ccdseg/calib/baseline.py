@@ -66,7 +66,23 @@ def column_baseline(residual, noise, *, window=BASELINE_WINDOW):
     baseline -= np.median(baseline[quiet])
     if np.max(np.abs(baseline[quiet])) <= max(5 * np.median(error[quiet]), 0.5 * noise):
         return None
+    if _spread_follows_level(medians[quiet], spread[quiet], noise):
+        return None
     return baseline
+
+
+def _spread_follows_level(level, spread, noise):
+    """Whether the columns' variance rises with their level, as the shot noise of charge makes it (glow).
+
+    Charge of g e- adds g e-² of variance (gain x level in ADU²); an electronic baseline adds none. Where no
+    column of an image is free of glow, the noise measured is already widened and glow passes the spread
+    test; its level-variance slope still gives it away.
+    """
+    level = level - np.median(level)
+    if np.ptp(level) <= 0 or level.size < 5:
+        return False
+    (slope, _), covariance = np.polyfit(level, spread ** 2, 1, cov=True)
+    return slope > 5 * np.sqrt(covariance[0, 0]) and slope * np.ptp(level) > 0.25 * noise ** 2
 
 
 def _widened(charged, margin):
@@ -133,6 +149,7 @@ def subtract_zero(image, segments, *, row_window=15):
         if baseline is not None:  # and the row pedestal again: the baseline's zero is arbitrary, the rows' is not
             block -= baseline[None, :]
             block -= row_pedestal(block, row_window)[:, None]
+            sigma = robust_sigma(block[sample_rows(block.shape)])  # the baseline's swing had widened it
         zeroed[segment.rows, segment.cols] = block
         noise.append(sigma)
         baselines.append(baseline)

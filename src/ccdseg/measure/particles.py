@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from ccdseg.measure.diffusion import PIXEL_UM, THICKNESS_UM, depth_from_sigma, track_axis
 from ccdseg.measure.kinds import KINDS, classify_kinds
-from ccdseg.measure.psf_fit import fit_point_gaussian
+from ccdseg.measure.psf_fit import fit_point_gaussians
 from ccdseg.sim.config import ClusterConfig
 
 #: Particle columns of the catalogue: name -> (unit, description).
@@ -71,11 +71,12 @@ def particle_columns(charge_image, components, n, *, noise_e, ev_per_pair=Cluste
     for index, name in enumerate(KINDS):
         columns[f"p_{name}"] = probabilities[:, index]
     boxes = ndimage.find_objects(components, max_label=n)
+    points = [index for index in range(n) if kind[index] == "point"
+              and np.count_nonzero(components[boxes[index]] == index + 1) <= _MAX_FIT_PIXELS]
+    _fit_points(columns, points, charge_image, components, boxes, noise_e, ev_per_pair)
     for index in range(n):
         box = boxes[index]
-        if kind[index] == "point" and np.count_nonzero(components[box] == index + 1) <= _MAX_FIT_PIXELS:
-            _fit_point(columns, index, charge_image, components, box, noise_e, ev_per_pair)
-        elif kind[index] == "muon":
+        if kind[index] == "muon":
             rows, cols = np.nonzero(components[box] == index + 1)
             charge = np.nan_to_num(charge_image[box][rows, cols])
             _measure_muon(columns, index, charge, rows, cols, ev_per_pair, pixel_um, thickness_um)
@@ -88,16 +89,20 @@ def particle_columns(charge_image, components, n, *, noise_e, ev_per_pair=Cluste
     return columns
 
 
-def _fit_point(columns, index, charge_image, components, box, noise_e, ev_per_pair):
-    rows = slice(max(box[0].start - _MARGIN, 0), box[0].stop + _MARGIN)
-    cols = slice(max(box[1].start - _MARGIN, 0), box[1].stop + _MARGIN)
-    stamp = charge_image[rows, cols]
-    others = (components[rows, cols] > 0) & (components[rows, cols] != index + 1)
-    fit = fit_point_gaussian(stamp, noise_e=noise_e, mask=~others)
-    columns["fit_energy_ev"][index] = fit.amplitude_e * ev_per_pair
-    columns["fit_energy_err_ev"][index] = fit.amplitude_err_e * ev_per_pair
-    for name in ("sigma_x", "sigma_y", "sigma_x_err", "sigma_y_err"):
-        columns[f"fit_{name}"][index] = getattr(fit, name)
+def _fit_points(columns, points, charge_image, components, boxes, noise_e, ev_per_pair):
+    """The point fit's columns of the clusters ``points``, all fitted at once."""
+    stamps, masks = [], []
+    for index in points:
+        box = boxes[index]
+        window = (slice(max(box[0].start - _MARGIN, 0), box[0].stop + _MARGIN),
+                  slice(max(box[1].start - _MARGIN, 0), box[1].stop + _MARGIN))
+        stamps.append(charge_image[window])
+        masks.append(~((components[window] > 0) & (components[window] != index + 1)))  # neighbours left out
+    for index, fit in zip(points, fit_point_gaussians(stamps, noise_e=noise_e, masks=masks), strict=True):
+        columns["fit_energy_ev"][index] = fit.amplitude_e * ev_per_pair
+        columns["fit_energy_err_ev"][index] = fit.amplitude_err_e * ev_per_pair
+        for name in ("sigma_x", "sigma_y", "sigma_x_err", "sigma_y_err"):
+            columns[f"fit_{name}"][index] = getattr(fit, name)
 
 
 def _measure_muon(columns, index, charge, rows, cols, ev_per_pair, pixel_um, thickness_um):

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ccdseg.calib.amplifiers import find_segments
 from ccdseg.errors import ConfigError, InputError
 from ccdseg.io import FITS_SUFFIXES
-from ccdseg.nn.normalize import NormalizationStats, normalization_stats
+from ccdseg.nn.normalize import NormalizationStats, network_input
 from ccdseg.sim.config import load_config
+from ccdseg.sim.readout import random_readout
 from ccdseg.sim.simulate import simulate_image
 from ccdseg.sim.truth import read_simulation
 
@@ -30,7 +32,8 @@ DEFAULT_PRESETS = {"damic": 0.35, "skipper": 0.25, "damicm": 0.2, "thesis": 0.2}
 VAL_FRACTION = 0.21
 
 
-def simulated_tiles(presets=None, size=128, seed=0, overrides=None, image_size=None, normalization=None, pool=1):
+def simulated_tiles(presets=None, size=128, seed=0, overrides=None, image_size=None, normalization=None, pool=1,
+                    readout_share=0.0):
     """Endless, reproducible stream of simulated tiles.
 
     Each image is simulated with a preset drawn with the given probabilities, then cut into
@@ -54,6 +57,9 @@ def simulated_tiles(presets=None, size=128, seed=0, overrides=None, image_size=N
         Normalisation parameters of the statistics (see :mod:`ccdseg.nn.normalize`).
     pool : int
         Images whose tiles are shuffled together.
+    readout_share : float
+        Share of the images simulated with real-readout effects drawn at random
+        (:func:`ccdseg.sim.readout.random_readout`: amplifiers, baselines, odd columns).
 
     Yields
     ------
@@ -78,21 +84,32 @@ def simulated_tiles(presets=None, size=128, seed=0, overrides=None, image_size=N
                 if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed))
     if pool < 1:
         raise ConfigError(f"pool = {pool!r}: must be >= 1")
+    if not 0.0 <= readout_share <= 1.0:
+        raise ConfigError(f"readout_share = {readout_share!r}: must be in [0, 1]")
     while True:
         tiles = []
         for child in sequence.spawn(pool):
             rng = np.random.default_rng(child)
-            sim = simulate_image(configs[rng.choice(len(names), p=weights / weights.sum())], rng=rng)
+            config = configs[rng.choice(len(names), p=weights / weights.sum())]
+            if rng.random() < readout_share:
+                config = random_readout(config, rng)
+            sim = simulate_image(config, rng=rng)
             tiles.extend(image_tiles(sim.image, sim.labels, size, normalization))
         order = rng.permutation(len(tiles)) if pool > 1 else range(len(tiles))
         yield from (tiles[i] for i in order)
 
 
 def image_tiles(image, labels, size, normalization=None):
-    """(tile, labels, stats) of the tile grid of an image, the statistics measured on the whole image."""
-    stats = normalization_stats(image, normalization)
+    """(tile, labels, stats) of the tile grid of an image, prepared and measured as a whole frame is predicted."""
+    image, stats = prepared(image, normalization)
     return [(image[y:y + size, x:x + size], labels[y:y + size, x:x + size], tile_stats(stats, y, size))
             for y, x in grid_positions(image.shape, size)]
+
+
+def prepared(image, normalization=None):
+    """The image the network sees and its statistics, as the pipeline gives them (amplifiers found in the data)."""
+    image, stats, _ = network_input(image, find_segments(image, gain=False), normalization)
+    return image, stats
 
 
 def tile_stats(stats, y, size):
@@ -216,12 +233,13 @@ def file_tiles(source, size=128, split="train", val_fraction=VAL_FRACTION, seed=
             raise InputError(pairs[0][0], "no training tiles left after the validation split")
         rng = np.random.default_rng(seed if order_seed is None else order_seed)
         order = (train[i] for _ in itertools.count() for i in rng.permutation(len(train)))
-    stats = {}  # of each image, measured when its first tile is drawn
+    inputs = {}  # of each image, prepared when its first tile is drawn
     for index, y, x in order:
         _, image, labels = pairs[index]
-        if index not in stats:
-            stats[index] = normalization_stats(image, normalization)
-        yield image[y:y + size, x:x + size], labels[y:y + size, x:x + size], tile_stats(stats[index], y, size)
+        if index not in inputs:
+            inputs[index] = prepared(image, normalization)
+        image, stats = inputs[index]
+        yield image[y:y + size, x:x + size], labels[y:y + size, x:x + size], tile_stats(stats, y, size)
 
 
 def mixed_tiles(streams, shares, seed=0):

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ccdseg.calib.background import robust_sigma, row_pedestal, sample_rows
+from ccdseg.calib.baseline import subtract_zero
 from ccdseg.checks import check_image
 from ccdseg.errors import ConfigError
 
@@ -176,3 +177,36 @@ def equalize_noise(zeroed, segments, noise, *, undo=False):
         if factor != 1.0:
             zeroed[segment.rows, segment.cols] *= np.float32(factor)
     return NormalizationStats(np.zeros(zeroed.shape[0]), noise[0])
+
+
+def network_input(image, segments, params=None):
+    """The image the network labels and its statistics, the same in training and prediction.
+
+    A frame of one amplifier segment without a significant column baseline is labelled as it is, with
+    its per-row pedestal and one noise (:func:`normalization_stats`); otherwise every segment minus its
+    zero (:func:`ccdseg.calib.baseline.subtract_zero`), scaled to the first segment's noise
+    (:func:`equalize_noise`), so that each amplifier is normalised on its own without a seam.
+
+    Parameters
+    ----------
+    image : ndarray (H, W)
+        Raw image in ADU.
+    segments : sequence of ccdseg.calib.amplifiers.Segment
+        Its amplifier segments (:func:`ccdseg.calib.amplifiers.find_segments`).
+    params : dict or None
+        Normalisation parameters (see :data:`DEFAULT_PARAMS`).
+
+    Returns
+    -------
+    image : ndarray (H, W)
+        ``image`` itself, or a new float32 image: zeroed, the segments at one noise, NaN outside them.
+    stats : NormalizationStats
+    noise : list of float or None
+        Noise of each segment (ADU), to undo the scaling with ``equalize_noise(..., undo=True)``;
+        None when ``image`` is returned as it is.
+    """
+    params = validate_params(params)
+    zeroed, noise, baselines = subtract_zero(image, segments, row_window=params["row_window"])
+    if len(segments) == 1 and baselines[0] is None:
+        return image, normalization_stats(image, params), None
+    return zeroed, equalize_noise(zeroed, segments, noise), noise

@@ -140,7 +140,7 @@ def _source_tiles(config, name, split, seed, pairs):
     if name == "simulation":
         return dataset.simulated_tiles(config.presets, config.tile_size, seed, config.sim_overrides,
                                        config.sim_size, config.normalization,
-                                       pool=SIM_POOL if split == "train" else 1)
+                                       pool=SIM_POOL if split == "train" else 1, readout_share=config.readout_share)
     return dataset.file_tiles(pairs[name], config.tile_size, split, config.val_fraction, config.seed,
                               order_seed=seed if split == "train" else None, normalization=config.normalization)
 

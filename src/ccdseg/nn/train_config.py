@@ -55,6 +55,9 @@ class TrainConfig:
         Simulation preset -> share of the training, validation and test tiles.
     sim_overrides : list of str
         Simulation config overrides ``"section.key=value"`` for all presets.
+    readout_share : float
+        Share of the simulated images with real-readout effects drawn at random (several amplifiers,
+        baselines along the row, odd columns; :func:`ccdseg.sim.readout.random_readout`).
     train_dir : str, optional
         Directory of simulated files (``ccdseg simulate``, also ``--background``) for the
         ``files`` source; ``val_fraction`` of its tiles validate. The test set stays simulated.
@@ -109,6 +112,7 @@ class TrainConfig:
     weight_tiles: int = 64
     presets: dict = dataclasses.field(default_factory=lambda: dict(dataset.DEFAULT_PRESETS))
     sim_overrides: list = dataclasses.field(default_factory=list)
+    readout_share: float = 0.0
     train_dir: str | None = None
     labelled_dir: str | None = None
     skip_bad_pairs: bool = False
@@ -144,6 +148,7 @@ _RULES = (
     ("tile_size sim_size batch_size steps_per_epoch epochs weight_tiles val_tiles test_tiles lr", POSITIVE),
     ("weight_decay warmup_steps patience num_threads min_lr_ratio", NON_NEGATIVE),
     ("val_fraction", interval("(0, 1)")),
+    ("readout_share", interval("[0, 1]")),
 )
 
 

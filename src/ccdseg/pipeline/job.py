@@ -69,7 +69,6 @@ from astropy.table import vstack
 from ccdseg import plots
 from ccdseg._version import __version__
 from ccdseg.calib.amplifiers import find_segments
-from ccdseg.calib.baseline import subtract_zero
 from ccdseg.calib.gain import resolve_gain
 from ccdseg.classes import NAMES, class_id
 from ccdseg.errors import CcdsegError, InputError
@@ -84,7 +83,7 @@ from ccdseg.measure.objects import resolve_objects
 from ccdseg.measure.run_mask import apply_run_mask, read_run_mask
 from ccdseg.measure.sections import find_sections
 from ccdseg.measure.summary import search_products, summary_table
-from ccdseg.nn.normalize import equalize_noise, normalization_stats
+from ccdseg.nn.normalize import equalize_noise, network_input
 from ccdseg.pipeline import batch, runners
 from ccdseg.pipeline.options import ProcessOptions
 
@@ -164,33 +163,29 @@ def _analysed_image(image, segments):
 def _segment(data, segments, model, options, progress=False):
     """Labels, probabilities (None for the classical method), and the image and pedestal of the catalogue (ADU).
 
-    One segment without a significant baseline takes the whole-image path the network was trained with;
-    otherwise the segments, each minus its zero, are scaled to a common noise for the labelling.
+    The network and the classical method label the frame as :func:`ccdseg.nn.normalize.network_input` gives
+    it: as it is, or each segment minus its zero at one noise (scaled back to ADU for the catalogue).
     """
-    window = model.normalization["row_window"] if options.method == "network" else 15
-    zeroed, noise, baselines = subtract_zero(data, segments, row_window=window)
-    if len(segments) == 1 and baselines[0] is None:
-        del zeroed
-        labels, probs, stats = _label(data, None, model, options, progress)
-        return labels, probs, data, None if stats is None else stats.pedestal
-    labels, probs, _ = _label(zeroed, equalize_noise(zeroed, segments, noise), model, options, progress)
-    equalize_noise(zeroed, segments, noise, undo=True)
-    return labels, probs, zeroed, 0.0
+    params = model.normalization if options.method == "network" else None
+    image, stats, noise = network_input(data, segments, params)
+    labels, probs = _label(image, stats, model, options, progress)
+    if noise is None:
+        return labels, probs, data, stats.pedestal
+    equalize_noise(image, segments, noise, undo=True)
+    return labels, probs, image, 0.0
 
 
 def _label(data, stats, model, options, progress):
-    """Labels, probabilities and the normalisation statistics used (None for the classical method)."""
+    """Labels and probabilities (None for the classical method)."""
     if options.method == "classical":
         from ccdseg.measure.classical import segment_classical
-        return segment_classical(data), None, None
+        return segment_classical(data), None
     from ccdseg.infer.predict import segment  # torch is imported only for the network method
-    stats = normalization_stats(data, model.normalization) if stats is None else stats
     # the catalogue's mean_prob needs the cluster plane only: the whole cube only when it is written
-    labels, probs = segment(data, model=model, tile_size=options.tile_size, device=options.device,
-                            precision=options.precision, return_probabilities=options.probabilities or "cluster",
-                            engine=options.engine, stats=stats, cluster_threshold=options.cluster_threshold,
-                            progress=progress)
-    return labels, probs, stats
+    return segment(data, model=model, tile_size=options.tile_size, device=options.device,
+                   precision=options.precision, return_probabilities=options.probabilities or "cluster",
+                   engine=options.engine, stats=stats, cluster_threshold=options.cluster_threshold,
+                   progress=progress)
 
 
 def layout_cards(segments):

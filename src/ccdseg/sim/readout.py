@@ -9,6 +9,7 @@ alone, dead and negative columns are background, saturated columns hot pixels.
 """
 
 import copy
+import dataclasses
 
 import numpy as np
 from astropy.table import vstack
@@ -64,6 +65,38 @@ def simulate_readout(config, rng):
             next_id += len(sim.truth) and int(np.max(sim.truth["id"]))
     return Simulation(image=image, labels=labels, ids=ids, truth=vstack(tables, metadata_conflicts="silent"),
                       charge=charge, config=config)
+
+
+#: Amplifier layouts (columns, rows) of :func:`random_readout`.
+_LAYOUTS = ((1, 1), (2, 1), (1, 2), (2, 2))
+
+
+def random_readout(config, rng):
+    """``config`` with real-readout effects drawn at random, sized by its readout noise: the training mix.
+
+    An amplifier layout of up to 2 x 2; on half of the frames a saw-tooth baseline of 1-8 noise sigma per
+    tooth, on the other half none; up to 3 baseline steps of 1-5 sigma; on a third a prescan transient of up
+    to 20 sigma; up to one dead, one negative and one saturated column.
+
+    Parameters
+    ----------
+    config : SimConfig
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    SimConfig
+        A copy; ``config`` is not changed.
+    """
+    noise = config.detector.noise_e
+    cols, rows = _LAYOUTS[rng.integers(len(_LAYOUTS))]
+    sawtooth = (noise, 8 * noise) if rng.random() < 0.5 else (0.0, 0.0)
+    transient = (0.0, 20 * noise) if rng.random() < 1 / 3 else (0.0, 0.0)
+    readout = dataclasses.replace(config.readout, amplifier_cols=cols, amplifier_rows=rows, sawtooth_e=sawtooth,
+                                  sawtooth_period_px=(60, 350), baseline_jumps=(0, 3), jump_e=(noise, 5 * noise),
+                                  prescan_transient_e=transient, dead_columns=(0, 1), negative_columns=(0, 1),
+                                  saturated_columns=(0, 1))
+    return dataclasses.replace(config, readout=readout)
 
 
 def _amplifier_config(config, height, width, first, rng):
