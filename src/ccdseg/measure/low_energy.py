@@ -17,8 +17,9 @@ from ccdseg.measure.sections import structure
 
 #: Largest charge (e-) of a low-energy event: above it the segmentation's clusters are masked.
 LOW_ENERGY_MAX_E = 4
-#: Dark-only frames drawn by :func:`expected_dark_events` (their mean is reported).
-_REPEATS = 4
+#: Pixels of dark-only frames :func:`expected_dark_events` draws at least (as many frames as that takes, the
+#: mean count is reported): a few frames for a small image, one for a large one.
+_SIMULATED_PIX = 4_000_000
 
 
 def find_low_energy_events(electrons, mask, *, min_e=2, max_e=LOW_ENERGY_MAX_E, box=3):
@@ -64,7 +65,8 @@ def expected_dark_events(mask, dark_e, noise_e, *, min_e=2, max_e=LOW_ENERGY_MAX
     """Low-energy events that dark charge alone makes in the exposed pixels of ``mask``.
 
     Dark-only frames (Poisson ``dark_e`` electrons per pixel plus Gaussian ``noise_e``) with the same
-    mask go through :func:`find_low_energy_events`; the mean count of a few such frames is returned.
+    mask go through :func:`find_low_energy_events`; the mean count of enough such frames for 4 Mpix in
+    all (at least one) is returned.
 
     Parameters
     ----------
@@ -88,7 +90,7 @@ def expected_dark_events(mask, dark_e, noise_e, *, min_e=2, max_e=LOW_ENERGY_MAX
     rng = np.random.default_rng(seed)
     dark = np.broadcast_to(np.clip(np.nan_to_num(np.asarray(dark_e, dtype=np.float64)), 0, None), mask.shape)
     found = []
-    for _ in range(_REPEATS):
+    for _ in range(-(-_SIMULATED_PIX // max(mask.size, 1))):
         frame = rng.poisson(dark) + rng.normal(0.0, max(noise_e, 0.0), mask.shape)
         found.append(find_low_energy_events(frame, mask, min_e=min_e, max_e=max_e, box=box).max())
     return float(np.mean(found))

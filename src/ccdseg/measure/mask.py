@@ -156,14 +156,16 @@ def halo(charge, cluster, options):
         return result
     total = ndimage.sum_labels(charge, components, np.arange(1, n + 1))
     radius = np.round(options.halo_px + options.halo_px_per_decade * np.log10(np.maximum(total, 1.0))).astype(int)
-    # one dilation per radius: a handful of distinct radii, not one per cluster
-    for r in np.unique(radius):
+    disks = {r: np.add.outer(np.arange(-r, r + 1) ** 2, np.arange(-r, r + 1) ** 2) <= r * r
+             for r in np.unique(radius) if r >= 1}
+    # each cluster dilated in its own box: the cost follows the clusters, not the frame
+    for number, (box, r) in enumerate(zip(ndimage.find_objects(components), radius, strict=True), start=1):
         if r < 1:
             continue
-        grid = np.arange(-r, r + 1)
-        disk = grid[:, None] ** 2 + grid[None, :] ** 2 <= r * r
-        selected = np.isin(components, np.flatnonzero(radius == r) + 1)
-        result |= ndimage.binary_dilation(selected, structure=disk)
+        rows = slice(max(box[0].start - r, 0), box[0].stop + r)
+        cols = slice(max(box[1].start - r, 0), box[1].stop + r)
+        own = components[rows, cols] == number
+        result[rows, cols] |= ndimage.binary_dilation(own, structure=disks[r])
     return result & ~cluster
 
 
