@@ -19,7 +19,7 @@ from ccdseg.measure.run_mask import (
     read_run_mask,
     write_run_mask,
 )
-from ccdseg.measure.summary import SUMMARY_COLUMNS
+from ccdseg.measure.summary import SUMMARY_COLUMNS, search_products
 from ccdseg.pipeline.job import process_file
 from ccdseg.sim.config import load_config
 from ccdseg.sim.run import simulate_run
@@ -115,6 +115,22 @@ def test_dark_fit_ignores_event_charge_that_biases_the_mean():
     values[:500] += rng.uniform(5, 500, 500)  # 1 % unmasked event charge
     fit = fit_dark(values)
     assert abs(fit.dark_e - 0.1) < 3 * fit.dark_e_err and values.mean() > 0.1 + 50 * fit.dark_e_err
+
+
+def test_dark_e_leaves_out_low_energy_events_beyond_dark_coincidences():
+    # 60 two-electron events (two neighbouring 1 e- pixels) on 0.002 e-/pix of dark: 120 e- in 65536 px, a
+    # bias of 0.0018 e-/pix (10 sigma) if counted as dark charge
+    rng = np.random.default_rng(5)
+    electrons = rng.poisson(0.002, (256, 256)) + rng.normal(0.0, 0.15, (256, 256))
+    ys, xs = rng.choice(120, 60, replace=False) * 2 + 8, rng.integers(8, 240, 60)
+    electrons[ys, xs] += 1.0
+    electrons[ys, xs + 1] += 1.0
+    labels = np.zeros(electrons.shape, np.uint8)
+    products = search_products(electrons * 1.5 + 100.0, labels, Table(), gain=1.5)
+    summary = products.summary
+    assert summary["n_low_energy"] >= 55 and summary["n_low_energy_dark"] < 10
+    assert abs(summary["dark_e"] - 0.002) < 2 * summary["dark_e_err"]
+    assert fit_dark_by_rows(electrons - np.median(electrons)).dark_e > 0.002 + 5 * summary["dark_e_err"]
 
 
 def test_dark_by_rows_follows_a_ramp():

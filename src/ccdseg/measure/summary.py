@@ -27,7 +27,8 @@ SUMMARY_COLUMNS = {
     "gain": "[ADU/e-] gain (fitted peak spacing for frames resolving electrons, else the gain used)",
     "gain_err": "[ADU/e-] 1-sigma error of the fitted gain; NaN when not fitted",
     "noise_e": "[e-] readout noise",
-    "dark_e": "[e-/pix] dark charge of the exposed pixels outside clusters (fit of the 0-2 e- peaks, else mean)",
+    "dark_e": "[e-/pix] dark charge of the exposed pixels outside clusters (fit of the 0-2 e- peaks less the "
+              "low-energy events beyond dark coincidences, else mean)",
     "dark_e_err": "[e-/pix] 1-sigma statistical error of dark_e",
     "exposed_pix": "pixels with no mask bit set",
     "masked_fraction": "share of the pixels with a mask bit set",
@@ -123,16 +124,17 @@ def search_products(image, labels, clusters, *, gain, headers=(), hdu="", segmen
            "exposed_pix": int(exposed.sum()), "masked_fraction": float(1 - exposed.mean()), "resolved": resolved}
     events = np.zeros(image.shape, np.int32)
     if resolved:
-        fit = fit_dark_by_rows(electrons, ~exposed | _event_pixels(labels))
+        fitted = exposed & ~_event_pixels(labels)
+        fit = fit_dark_by_rows(electrons, ~fitted)
         events = find_low_energy_events(electrons, mask)
+        expected = expected_dark_events(mask, fit.dark_e, fit.noise_e, seed=seed)
         rounded = np.round(values)
         if fit.gain_scale_err < _GAIN_FIT_TOLERANCE:  # else too few electrons to measure the peak spacing
             row.update(gain=gain * fit.gain_scale, gain_err=gain * fit.gain_scale_err)
-        row.update(noise_e=fit.noise_e,
-                   dark_e=fit.dark_e, dark_e_err=fit.dark_e_err,
+        dark, dark_err = _without_low_energy_excess(fit, electrons, events, expected, np.count_nonzero(fitted))
+        row.update(noise_e=fit.noise_e, dark_e=dark, dark_e_err=dark_err,
                    **{f"n_{k}e": int(np.count_nonzero(rounded == k)) for k in range(5)},
-                   n_low_energy=int(events.max()),
-                   n_low_energy_dark=expected_dark_events(mask, fit.dark_e, fit.noise_e, seed=seed))
+                   n_low_energy=int(events.max()), n_low_energy_dark=expected)
     else:
         known = gain is not None and values.size > 1
         row.update(noise_e=robust_sigma(values) if known else np.nan,
@@ -144,6 +146,22 @@ def search_products(image, labels, clusters, *, gain, headers=(), hdu="", segmen
     row["readout_s"] = 0.0 if np.isnan(readout) else readout
     row["dark_e_per_day"] = row["dark_e"] / ((row["exposure_s"] + row["readout_s"] / 2) / 86400.0)
     return SearchProducts(mask, electrons, row, _with_low_energy(image, electrons, clusters, events, gain, hdu))
+
+
+def _without_low_energy_excess(fit, electrons, events, expected, n_fitted):
+    """Dark charge (e-/pix) and its error, less the charge of the low-energy events beyond dark coincidences.
+
+    The 1-2 e- pixels of 2-4 e- events are exposed and enter the fit of the peaks as dark charge; where more
+    such events are found than dark charge makes by chance (``expected``), the excess's share of their
+    charge in the fitted range (<= 2 e- per pixel) is taken off, and its Poisson error added.
+    """
+    found = int(events.max())
+    if found == 0 or n_fitted == 0:
+        return fit.dark_e, fit.dark_e_err
+    counts = np.round(electrons[events > 0])
+    per_event = np.sum(counts[counts <= 2]) / found / n_fitted  # e-/pix that one event adds to the fit
+    excess = max(found - expected, 0.0)
+    return fit.dark_e - excess * per_event, float(np.hypot(fit.dark_e_err, np.sqrt(found) * per_event))
 
 
 def _event_pixels(labels):
