@@ -15,7 +15,6 @@ median KS distance between two real CCDs. ``--write`` saves the tables to ``benc
 
 import argparse
 import itertools
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from ccdseg.io import read_images
 from ccdseg.measure.frame_stats import measure_frame
 from ccdseg.sim.config import load_config
 from ccdseg.sim.simulate import iter_simulations
+from machine import describe  # noqa: E402 (benchmarks are scripts, not a package)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "fidelity.md"
@@ -164,7 +164,7 @@ def main(argv=None):
         results.parent.mkdir(parents=True, exist_ok=True)
         results.write_text(
             "# Simulator fidelity\n\n"
-            f"`{command.strip()}` on {platform.machine()} (2 cores AMD EPYC Zen 4, 24 GiB, torch 2.13 CPU), "
+            f"`{command.strip()}` on {describe()}, "
             f"{time.time() - start:.0f} s.\n\n{text}\n")
 
 

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from speed import conv_macs, machine, synthetic_frame  # noqa: E402 (benchmarks are scripts, not a package)
+from machine import describe  # noqa: E402 (benchmarks are scripts, not a package)
+from speed import conv_macs, synthetic_frame  # noqa: E402 (benchmarks are scripts, not a package)
 
 RESULTS = Path(__file__).parent / "results" / "network_choice.md"
 TILE = 576
@@ -167,8 +168,8 @@ def main():
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:
-        RESULTS.write_text(f"# Network choice\n\nMachine: {machine()}\n\nCommand: `python benchmarks/network_choice.py "
-                           f"{' '.join(sys.argv[1:])}`\n\n{text}")
+        RESULTS.write_text(f"# Network choice\n\nMachine: {describe()}\n\n"
+                           f"Command: `python benchmarks/network_choice.py {' '.join(sys.argv[1:])}`\n\n{text}")
         print(f"wrote {RESULTS}")
 
 

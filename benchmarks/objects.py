@@ -10,7 +10,6 @@ Writes ``benchmarks/results/objects.md``.
 """
 
 import argparse
-import platform
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from ccdseg.io import read_images
 from ccdseg.measure.objects import resolve_objects
 from ccdseg.nn.normalize import normalization_stats
 from ccdseg.sim.benchmark import BENCHMARK_PRESETS
+from machine import describe  # noqa: E402 (benchmarks are scripts, not a package)
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "src/ccdseg/data/damicm_module_test.fz"
@@ -46,7 +46,7 @@ def main():
     lines = ["# Object step: pixel F1 with and without `resolve_objects`", "",
              "Command: `python benchmarks/objects.py BENCH_DIR` (BENCH_DIR from `ccdseg evaluate --make-benchmark "
              "BENCH_DIR`: 8 images of 512 x 512 per preset); the shipped model, argmax decision.",
-             f"Machine: 2 cores AMD EPYC Zen 4, 24 GiB, torch 2.13 CPU, Python {platform.python_version()}.", "",
+             f"Machine: {describe()}.", "",
              "| preset | class | F1 without | F1 with | change | pixels relabelled |", "|---|---|---|---|---|---|"]
     for preset in BENCHMARK_PRESETS:
         before, after = np.zeros((4, 4), np.int64), np.zeros((4, 4), np.int64)

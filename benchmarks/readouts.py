@@ -24,12 +24,10 @@ Runs the file pipeline (``process_file``, default options: ``amplifiers="auto"``
 """
 
 import argparse
-import platform
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from astropy.io import fits
 from scipy import ndimage
 
@@ -38,6 +36,7 @@ from ccdseg.metrics import class_scores, confusion_matrix
 from ccdseg.pipeline.job import process_file
 from ccdseg.sim.config import load_config
 from ccdseg.sim.simulate import simulate_image
+from machine import describe  # noqa: E402 (benchmarks are scripts, not a package)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "readouts.md"
@@ -211,11 +210,9 @@ def main():
     text = table(rows)
     print(text)
     if args.write:
-        machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                   f"torch {torch.__version__} CPU")
         RESULTS.write_text("# Real readouts: amplifier segments, baselines, stand-ins\n\n"
                            "`python benchmarks/readouts.py --write` with the shipped model and default pipeline "
-                           f"options ({machine}; 2 cores AMD EPYC Zen 4, 24 GiB).\n\n{text}\n")
+                           f"options ({describe()}).\n\n{text}\n")
 
 
 if __name__ == "__main__":

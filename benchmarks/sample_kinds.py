@@ -21,6 +21,7 @@ from ccdseg.io import read_images
 from ccdseg.measure.catalog import find_clusters
 from ccdseg.measure.objects import resolve_objects
 from ccdseg.nn.normalize import normalization_stats
+from machine import describe  # noqa: E402 (benchmarks are scripts, not a package)
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "src/ccdseg/data/damicm_module_test.fz"
@@ -49,8 +50,7 @@ def main():
     sigma = np.asarray(sigma)[np.isfinite(sigma)]
     edges = [0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0]
     lines = [f"# Kinds on the bundled DAMIC-M frame (`{SAMPLE.name}`)", "",
-             "Command: `python benchmarks/sample_kinds.py`; machine: 2 cores AMD EPYC Zen 4, 24 GiB, "
-             "torch 2.13 CPU.", "",
+             "Command: `python benchmarks/sample_kinds.py`; machine: " + describe() + ".", "",
              f"- clusters: {len(table)} ({counts(kind)})",
              f"- 55Fe X-rays (1450-1800 e-, elongation < 2): {xray.sum()}, of which `point` "
              f"{np.mean(kind[xray] == 'point'):.1%} ({counts(kind[xray])})",

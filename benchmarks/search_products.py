@@ -40,6 +40,7 @@ from ccdseg.pipeline.demo import sample_path
 from ccdseg.pipeline.job import process_file
 from ccdseg.sim.config import load_config
 from ccdseg.sim.run import simulate_run
+from machine import describe  # noqa: E402 (benchmarks are scripts, not a package)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "search_products.md"
 DARKS = (1e-3, 1e-2, 0.1, 1.0)
@@ -143,7 +144,7 @@ def tables(runs, sample, n_frames, size, seconds):
                      f"{r['dark_e']:.4f} +- {r['dark_e_err']:.4f} | {r['zero_peak']:.4f} | {r['ratio']:.3f} | "
                      f"{r['zero_peak_all']:.3f} | {r['per_day']:.1f} | {r['low_energy']} | "
                      f"{r['low_energy_dark']:.0f} |")
-    lines += ["", f"{seconds:.0f} s wall time on 2 cores AMD EPYC Zen 4, 24 GiB, torch 2.13 CPU.",
+    lines += ["", f"{seconds:.0f} s wall time on {describe()}.",
               "Command: `python benchmarks/search_products.py --write`"]
     return "\n".join(lines) + "\n"
 

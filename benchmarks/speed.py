@@ -30,10 +30,8 @@ multiply-adds of every convolution (forward hooks on one tile) times the tiles a
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -41,6 +39,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from machine import describe  # noqa: E402 (benchmarks are scripts, not a package)
 
 #: Peak of one large 3x3 convolution on this machine (GFLOP/s, bf16, channels_last, glibc malloc;
 #: 422 with tcmalloc preloaded), from /work/shared/perf-notes.md.
@@ -162,18 +162,6 @@ def measure(task, preload=None):
     return result
 
 
-def machine():
-    """One line describing this machine and software."""
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    return (f"{cpu}, {os.cpu_count()} cores, {ram:.0f} GiB RAM; Python {platform.python_version()}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}; "
-            f"{datetime.date.today().isoformat()}")
-
-
 def prepare_models(args, tmp):
     """(name, path, description) of each network to measure."""
     import importlib.resources
@@ -257,7 +245,7 @@ def main():
     print(notes)
     if args.write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(f"# Speed benchmark\n\nMachine: {machine()}\n\nCommand: `python benchmarks/speed.py "
+        RESULTS.write_text(f"# Speed benchmark\n\nMachine: {describe()}\n\nCommand: `python benchmarks/speed.py "
                            f"{' '.join(sys.argv[1:])}`\n\n{table}\n{notes}")
         print(f"wrote {RESULTS}")
 

@@ -22,7 +22,6 @@ writes ``src/ccdseg/data/kinds.json`` and ``benchmarks/results/kinds.md`` (confu
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from ccdseg.sim.benchmark import BENCHMARK_PRESETS
 from ccdseg.sim.config import load_config
 from ccdseg.sim.simulate import simulate_image
 from ccdseg.sim.truth import read_simulation
+from machine import describe  # noqa: E402 (benchmarks are scripts, not a package)
 
 ROOT = Path(__file__).resolve().parent.parent
 #: More of the rare kinds than the presets draw (per megapixel).
@@ -173,8 +173,7 @@ def main():
     text = ["# Particle kinds: confusion matrices on the benchmark set", "",
             f"Command: `python benchmarks/train_kinds.py BENCH_DIR --images {args.images} --seed {args.seed}` "
             "(BENCH_DIR from `ccdseg evaluate --make-benchmark BENCH_DIR`: 8 images of 512 x 512 per preset).",
-            f"Machine: 2 cores AMD EPYC Zen 4, 24 GiB, torch 2.13 CPU ({platform.python_version()}); "
-            f"{seconds / 60:.1f} min in all.", "",
+            f"Machine: {describe()}; {seconds / 60:.1f} min in all.", "",
             f"Training: {len(y)} clusters of true labels ("
             f"{', '.join(f'{k}: {n}' for k, n in zip(KINDS, np.bincount(y, minlength=4), strict=True))}), "
             f"features {', '.join(FEATURES)}.", "",
