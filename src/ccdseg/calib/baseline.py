@@ -142,7 +142,7 @@ def subtract_zero(image, segments, *, row_window=15):
     zeroed = np.full(np.shape(image), np.nan, dtype=np.float32)
     noise, baselines = [], []
     for segment in segments:
-        block = np.asarray(image[segment.rows, segment.cols], dtype=np.float64)
+        block = np.array(image[segment.rows, segment.cols], dtype=np.float32)  # float32: a whole frame of it
         block -= row_pedestal(block, row_window)[:, None]
         sigma = robust_sigma(block[sample_rows(block.shape)])
         baseline = column_baseline(block, sigma)

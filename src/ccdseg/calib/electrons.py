@@ -36,25 +36,43 @@ def to_electrons(image, gain, *, window=15):
     resolved : bool
         The noise is below :data:`RESOLVED_NOISE_E`, so rounding gives each pixel's electrons.
     """
-    image = np.asarray(image, dtype=np.float64)
-    electrons = (image - row_pedestal(image, window)[:, None]) / gain
-    finite = np.isfinite(electrons)
+    electrons = np.array(image, dtype=np.float64)  # a copy: the input is never changed
+    electrons -= row_pedestal(electrons, window)[:, None]
+    electrons /= gain
     # whole electrons do not change the phase 2 pi e; its spread is the noise, its mean the sub-electron offset
-    phase = np.where(finite, np.exp(2j * np.pi * np.where(finite, electrons, 0.0)), 0)
-    total = phase.sum()
-    resultant = np.abs(total) / max(finite.sum(), 1)
+    row_phase, finite_rows = _row_phases(electrons)
+    total = row_phase.sum()
+    resultant = np.abs(total) / max(finite_rows.sum(), 1)
     noise = np.sqrt(-2 * np.log(max(resultant, 1e-300))) / (2 * np.pi)
     if not noise < RESOLVED_NOISE_E:
         return electrons, False
     # each row's offset relative to the frame's (within +-0.5 e-, so no wrap), smoothed like the pedestal
-    relative = np.angle(phase.sum(axis=1) * np.conj(total)) / (2 * np.pi)
+    relative = np.angle(row_phase * np.conj(total)) / (2 * np.pi)
     offset = np.angle(total) / (2 * np.pi) + row_pedestal(relative[:, None], window)
     electrons -= offset[:, None]
     # whole electrons, row by row (the row median jumps between peaks): the lowest peak holding a few
     # per cent of the row's pixels is its 0 e- peak
-    rows = finite.sum(axis=1)
-    ordered = np.sort(np.where(finite, np.round(electrons), np.inf), axis=1)
-    index = np.minimum((_ZERO_PEAK_SHARE * rows).astype(int), electrons.shape[1] - 1)
-    zero = ordered[np.arange(electrons.shape[0]), index]
-    electrons -= np.where(np.isfinite(zero), zero, 0.0)[:, None]
+    for rows in _bands(electrons.shape[0]):
+        block = electrons[rows]
+        finite = np.isfinite(block)
+        ordered = np.sort(np.where(finite, np.round(block), np.inf), axis=1)
+        index = np.minimum((_ZERO_PEAK_SHARE * finite.sum(axis=1)).astype(int), block.shape[1] - 1)
+        zero = ordered[np.arange(block.shape[0]), index]
+        block -= np.where(np.isfinite(zero), zero, 0.0)[:, None]
     return electrons, True
+
+
+def _bands(height, rows=256):
+    """Slices of ``rows`` rows covering ``height``, so that temporaries (complex phases, sorted rows) stay small."""
+    return [slice(start, min(start + rows, height)) for start in range(0, height, rows)]
+
+
+def _row_phases(electrons):
+    """Sum over each row of exp(2 pi i e) of its finite pixels, and the number of those pixels."""
+    sums, counts = np.zeros(electrons.shape[0], complex), np.zeros(electrons.shape[0], int)
+    for rows in _bands(electrons.shape[0]):
+        block = electrons[rows]
+        finite = np.isfinite(block)
+        sums[rows] = np.where(finite, np.exp(2j * np.pi * np.where(finite, block, 0.0)), 0).sum(axis=1)
+        counts[rows] = finite.sum(axis=1)
+    return sums, counts

@@ -111,7 +111,7 @@ def search_products(image, labels, clusters, *, gain, headers=(), hdu="", segmen
     -------
     SearchProducts
     """
-    image = np.asarray(image, dtype=np.float64)
+    image = np.asarray(image)
     if gain is None:
         electrons, resolved = np.where(np.isfinite(image), 0.0, np.nan), False
     else:
