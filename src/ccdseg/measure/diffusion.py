@@ -52,7 +52,7 @@ def track_axis(charge, rows, cols):
     return (yc, xc), direction, dy * direction[0] + dx * direction[1], dx * direction[0] - dy * direction[1]
 
 
-def width_profile(charge, rows, cols, *, n_bins=10):
+def width_profile(charge, rows, cols, *, n_bins=10, core=None):
     """Transverse width along a straight track, oriented from its narrow end.
 
     The track's projected length L comes from the charge's spread along the axis (uniform charge:
@@ -66,6 +66,10 @@ def width_profile(charge, rows, cols, *, n_bins=10):
         Pixel coordinates (px).
     n_bins : int
         Bins along the track; the outer half bins at each end, where the track's end blurs, are left out.
+    core : ndarray (n,) of bool, optional
+        The track's own pixels, which give its axis and length; default all. The others (its faint wings,
+        which a segmentation cuts off) count in the widths only. The widths weigh every pixel by its signed
+        charge, so that the noise of the wings averages out instead of widening the track.
 
     Returns
     -------
@@ -76,20 +80,33 @@ def width_profile(charge, rows, cols, *, n_bins=10):
     variance_px2 : ndarray (n_bins - 1,)
         Charge-weighted transverse variance per bin, less the pixel's 1/12 px² (NaN for an empty bin).
     """
-    q = np.clip(np.asarray(charge, dtype=np.float64), 0.0, None)
-    _, _, along, across = track_axis(q, np.asarray(rows, float), np.asarray(cols, float))
-    length = np.sqrt(12.0 * np.average(along ** 2, weights=q))
+    charge = np.nan_to_num(np.asarray(charge, dtype=np.float64))
+    rows, cols = np.asarray(rows, float), np.asarray(cols, float)
+    core = np.ones(charge.size, bool) if core is None else np.asarray(core, bool)
+    q = np.clip(charge[core], 0.0, None)
+    if not q.sum() > 0:
+        return 0.0, np.zeros(0), np.zeros(0)
+    (yc, xc), direction, _, _ = track_axis(q, rows[core], cols[core])
+    dy, dx = rows - yc, cols - xc
+    along, across = dy * direction[0] + dx * direction[1], dx * direction[0] - dy * direction[1]
+    # the ends too from every pixel's signed charge: the faint end of a track (the back, where it is widest)
+    # is what a segmentation trims first
+    total = charge.sum()
+    centre = np.sum(charge * along) / total if total > 0 else 0.0
+    spread = np.sum(charge * (along - centre) ** 2) / total if total > 0 else 0.0
+    length = np.sqrt(12.0 * spread) if spread > 0 else 0.0
     if not length > 1.0:
         return float(length), np.zeros(0), np.zeros(0)
+    along = along - centre
     fraction = along / length + 0.5
     edges = np.linspace(0.5 / n_bins, 1 - 0.5 / n_bins, n_bins)
     index = np.digitize(fraction, edges) - 1
     good = (index >= 0) & (index < n_bins - 1)
-    weight = np.bincount(index[good], weights=q[good], minlength=n_bins - 1)
-    centre = np.bincount(index[good], weights=q[good] * across[good], minlength=n_bins - 1)
-    square = np.bincount(index[good], weights=q[good] * across[good] ** 2, minlength=n_bins - 1)
+    weight = np.bincount(index[good], weights=charge[good], minlength=n_bins - 1)
+    centre = np.bincount(index[good], weights=charge[good] * across[good], minlength=n_bins - 1)
+    square = np.bincount(index[good], weights=charge[good] * across[good] ** 2, minlength=n_bins - 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        variance = square / weight - (centre / weight) ** 2 - _PIXEL_VARIANCE
+        variance = np.where(weight > 0, square / weight - (centre / weight) ** 2 - _PIXEL_VARIANCE, np.nan)
     centres = (edges[:-1] + edges[1:]) / 2
     if np.nanmean(variance[: (n_bins - 1) // 2]) > np.nanmean(variance[-((n_bins - 1) // 2):]):
         variance = variance[::-1]  # the wide end came first: flip so that f = 0 is the gates

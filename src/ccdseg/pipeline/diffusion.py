@@ -5,12 +5,16 @@ from scipy import ndimage
 
 from ccdseg.calib.background import row_pedestal
 from ccdseg.calib.gain import resolve_gain
-from ccdseg.classes import CLUSTER
+from ccdseg.classes import BACKGROUND, CLUSTER
 from ccdseg.io import read_images
 from ccdseg.measure.diffusion import PIXEL_UM, THICKNESS_UM, fit_diffusion, width_profile
 from ccdseg.measure.kinds import classify_kinds
 from ccdseg.measure.objects import resolve_objects
 from ccdseg.measure.sections import structure
+
+#: Pixels beside a track's labelled pixels whose charge counts in its width: the diffusion tails reach ~3 sigma
+#: (< 5 px), and a segmentation calls the faintest of them background.
+WING_PX = 4
 
 
 def calibrate_diffusion(paths, *, gain=None, model=None, min_length_px=15.0, thickness_um=THICKNESS_UM,
@@ -42,8 +46,13 @@ def calibrate_diffusion(paths, *, gain=None, model=None, min_length_px=15.0, thi
                     box[1].stop == labels.shape[1]
                 if kinds[index] != "muon" or edge:
                     continue
-                rows, cols = np.nonzero(components[box] == index + 1)
-                length, fraction, variance = width_profile(np.nan_to_num(charge[box][rows, cols]), rows, cols)
+                # the track and its wings within WING_PX that the labels left background
+                window = tuple(slice(max(side.start - WING_PX, 0), side.stop + WING_PX) for side in box)
+                own = components[window] == index + 1
+                near = own | (ndimage.binary_dilation(own, iterations=WING_PX) & (labels[window] == BACKGROUND))
+                rows, cols = np.nonzero(near)
+                length, fraction, variance = width_profile(charge[window][rows, cols], rows, cols,
+                                                           core=own[rows, cols])
                 if length >= min_length_px:
                     fractions.append(fraction)
                     variances.append(variance)
