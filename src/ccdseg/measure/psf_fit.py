@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-_SQRT2 = np.sqrt(2.0)
-
 
 @dataclass(frozen=True)
 class PointFit:
@@ -58,7 +56,7 @@ def integrated_gaussian(shape, amplitude_e, x, y, sigma_x, sigma_y):
 
 
 def _batch_shares(n, centre, sigma):
-    """:func:`_shares` of many Gaussians at once: (B, n) shares and derivatives for centres and sigmas (B,)."""
+    """Shares (B, n) of B 1-D Gaussians (centres, sigmas (B,)) in ``n`` pixels, and their derivatives by both."""
     u = (np.arange(n + 1)[None, :] - 0.5 - centre[:, None]) / sigma[:, None]
     density = np.exp(-0.5 * u * u) / np.sqrt(2 * np.pi)
     return (np.diff(special.ndtr(u), axis=1), -np.diff(density, axis=1) / sigma[:, None],
