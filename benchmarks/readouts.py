@@ -18,7 +18,9 @@ Runs the file pipeline (``process_file``, default options: ``amplifiers="auto"``
     section keys) and an LTA-like skipper file (4 HDUs of 40 x 5000, 8 prescan columns named by CCDNPRES,
     gain 250 ADU/e-, a saw-tooth baseline every 150-350 columns, 1-2 saturated columns per HDU, ~30
     events in all): the share of pixels called glowing, the share of events found (any pixel labelled
-    cluster) and the false clusters (cluster components touching no event).
+    cluster) and the false clusters (cluster components touching no event) above 4 e-; groups of 1-4 dark
+    electrons called cluster in the skipper frame are counted apart (a single frame cannot tell them from
+    2-4 e- events: the search products list them as low-energy candidates).
 
 ``--write`` saves the table to ``benchmarks/results/readouts.md``.
 """
@@ -32,6 +34,7 @@ from astropy.io import fits
 from scipy import ndimage
 
 from ccdseg.classes import CLUSTER, GLOWING
+from ccdseg.measure.low_energy import LOW_ENERGY_MAX_E
 from ccdseg.metrics import class_scores, confusion_matrix
 from ccdseg.pipeline.job import process_file
 from ccdseg.sim.config import load_config
@@ -132,13 +135,22 @@ def baseline_tests(tmp):
     return rows
 
 
-def event_scores(truth_ids, labels):
-    """(events found, events, false clusters) of one image."""
-    events = np.unique(truth_ids[truth_ids > 0])
-    found = np.unique(truth_ids[(labels == CLUSTER) & (truth_ids > 0)])
+def event_scores(sim, labels):
+    """(events found, events, false clusters above 4 e-, false clusters of at most 4 e-) of one image.
+
+    A false cluster touches no event. One of at most 4 e- in a frame that resolves electrons is a group of
+    dark-charge electrons: the search's low-energy candidates (``ccdseg.measure.low_energy``), which no single
+    frame tells from a 2-4 e- event; they are counted apart.
+    """
+    events = np.unique(sim.ids[sim.ids > 0])
+    found = np.unique(sim.ids[(labels == CLUSTER) & (sim.ids > 0)])
     components, n = ndimage.label(labels == CLUSTER, structure=np.ones((3, 3)))
-    touching = np.unique(components[(components > 0) & (truth_ids > 0)])
-    return found.size, events.size, n - touching.size
+    touching = np.unique(components[(components > 0) & (sim.ids > 0)])
+    charge = sum(sim.charge[name] for name in ("dark", "hot", "glow", "cluster"))
+    totals = ndimage.sum_labels(charge, components, np.arange(1, n + 1))
+    false = np.setdiff1d(np.arange(1, n + 1), touching)
+    small = int(np.count_nonzero(totals[false - 1] <= LOW_ENERGY_MAX_E + 0.5))
+    return found.size, events.size, false.size - small, small
 
 
 def conventional_standin(seed=1):
@@ -176,19 +188,20 @@ def standin_tests(tmp):
     """(c): glowing share, events found and false clusters on the two stand-ins."""
     image, sim = conventional_standin()
     labels = labels_of(write(tmp / "conventional.fits", image), tmp)
-    found, events, false = event_scores(sim.ids, labels)
+    found, events, false, _ = event_scores(sim, labels)
     rows = [("(c) conventional 4-amp stand-in 1040x2152 uint16", "glowing share", np.mean(labels == GLOWING),
              "<= 0.01"),
             ("(c) conventional 4-amp stand-in", f"events found {found}/{events}", found / events, ">= 0.95")]
     sims, header = lta_standin()
     labels = labels_of(write(tmp / "lta.fits", {name: s.image for name, s in sims.items()}, header), tmp, list(sims))
-    totals = np.zeros(3, int)
+    totals = np.zeros(4, int)
     for name, sim in sims.items():
-        totals += event_scores(sim.ids, labels[name])
+        totals += event_scores(sim, labels[name])
     rows += [("(c) LTA-like stand-in 4 x (40x5000), saw-tooth", "glowing share, worst HDU",
               max(np.mean(lab == GLOWING) for lab in labels.values()), "<= 0.02"),
              ("(c) LTA-like stand-in", f"events found {totals[0]}/{totals[1]}", totals[0] / totals[1], ">= 0.90"),
-             ("(c) LTA-like stand-in", "false clusters", totals[2], "<= 4")]
+             ("(c) LTA-like stand-in", "false clusters above 4 e-", totals[2], "<= 4"),
+             ("(c) LTA-like stand-in", "dark-electron groups of 1-4 e- called cluster", totals[3], "-")]
     return rows
 
 

@@ -4,11 +4,12 @@ Some electronics (LTA skipper readouts among them) add an offset that changes al
 every row: a saw-tooth that jumps and decays every few hundred columns, or steps. It moves the zero of
 whole columns without adding charge. Glow, hot columns and dark current are charge: they raise a
 column's level *and* its spread (shot noise). So the baseline is taken from the robust medians of the
-columns whose spread is that of the readout noise; columns that carry charge (and as many again on
-each side, for the faint tail of glow) get the baseline of their neighbours, and their excess stays in
-the image to be labelled. A running median across a few columns
-keeps the jumps sharp and ignores single odd columns (dead, saturated), which stay in the image too.
-A baseline is removed only where it is significant; otherwise the image is left exactly as it was.
+columns whose spread is that of the readout noise, each column its own (a running median across columns
+would cut the top off every jump of a saw-tooth); columns that carry charge (and as many again on each
+side, for the faint tail of glow) and stuck columns without any spread (saturated) get the baseline of
+their neighbours, and their excess stays in the image to be labelled. A baseline is removed only where it
+is significant; otherwise the image is left exactly as it was. The noise of the image is measured again
+after it is removed: the saw-tooth had widened it.
 """
 
 import numpy as np
@@ -16,7 +17,8 @@ from scipy import ndimage
 
 from ccdseg.calib.background import robust_sigma, row_pedestal, sample_rows
 
-#: Columns of the running median that smooths the column medians (odd; rejects up to 2 odd columns).
+#: Fewest quiet columns for a baseline; columns within half of it beside a column holding charge take their
+#: neighbours' baseline.
 BASELINE_WINDOW = 5
 #: Pixels this many noise sigmas above their column's median are events, left out of the column statistics.
 EVENT_SIGMA = 4.0
@@ -33,7 +35,7 @@ def column_baseline(residual, noise, *, window=BASELINE_WINDOW):
         Noise of one pixel (ADU); the columns' own median spread when smaller (glow inflates the noise of
         the whole image, not that of most columns).
     window : int
-        Columns of the running median across columns (odd).
+        Fewest quiet columns for a baseline; ``window // 2`` columns beside a charged one are left out too.
 
     Returns
     -------
@@ -56,13 +58,14 @@ def column_baseline(residual, noise, *, window=BASELINE_WINDOW):
         return None
     # charge adds its shot noise: a column spread beyond ~3 standard errors of the noise holds charge
     error = 1.2533 * noise / np.sqrt(np.maximum(rows, 1))
-    quiet = (rows >= 5) & (spread <= noise * (1 + 3.3 / np.sqrt(np.maximum(rows, 1))))
+    # and a column with no spread at all is stuck (saturated, at the ADC limit): neither is a baseline
+    quiet = (rows >= 5) & (np.abs(spread / noise - 1) <= 3.3 / np.sqrt(np.maximum(rows, 1)))
     quiet &= ~_widened(~quiet, window // 2)
     if np.count_nonzero(quiet) < window:
         return None
+    # each quiet column's own median: a running median across columns would cut the top off every jump
     columns = np.arange(medians.size)
-    filled = np.interp(columns, columns[quiet], medians[quiet])
-    baseline = ndimage.median_filter(filled, size=window, mode="mirror")
+    baseline = np.interp(columns, columns[quiet], medians[quiet])
     baseline -= np.median(baseline[quiet])
     if np.max(np.abs(baseline[quiet])) <= max(5 * np.median(error[quiet]), 0.5 * noise):
         return None
