@@ -179,6 +179,11 @@ def test_expected_dark_events_matches_dark_only_frames():
              for _ in range(20)]
     expected = expected_dark_events(mask, 0.05, 0.15, seed=1)
     assert expected > 20 and abs(expected - np.mean(found)) < 0.2 * np.mean(found)
+    # a frame above 4 Mpix: bands of rows, scaled to the frame's exposed pixels (and memory bounded)
+    large = np.zeros((2600, 2000), np.uint16)
+    large[:, :500] = BIT["glow"]
+    whole = find_low_energy_events(rng.poisson(0.05, large.shape) + rng.normal(0, 0.15, large.shape), large).max()
+    assert abs(expected_dark_events(large, 0.05, 0.15, seed=1) - whole) < 0.05 * whole
 
 
 def _run(dark=0.01, n_frames=20, seed=2, size=128):

@@ -17,9 +17,9 @@ from ccdseg.measure.sections import structure
 
 #: Largest charge (e-) of a low-energy event: above it the segmentation's clusters are masked.
 LOW_ENERGY_MAX_E = 4
-#: Pixels of dark-only frames :func:`expected_dark_events` draws at least (as many frames as that takes, the
-#: mean count is reported): a few frames for a small image, one for a large one.
-_SIMULATED_PIX = 4_000_000
+#: Pixels of dark-only frames :func:`expected_dark_events` draws: a few frames of a small image, or ``_BANDS``
+#: bands of rows spread over a large one (the count scaled to all its exposed pixels; memory stays bounded).
+_SIMULATED_PIX, _BANDS = 4_000_000, 8
 
 
 def find_low_energy_events(electrons, mask, *, min_e=2, max_e=LOW_ENERGY_MAX_E, box=3):
@@ -65,8 +65,9 @@ def expected_dark_events(mask, dark_e, noise_e, *, min_e=2, max_e=LOW_ENERGY_MAX
     """Low-energy events that dark charge alone makes in the exposed pixels of ``mask``.
 
     Dark-only frames (Poisson ``dark_e`` electrons per pixel plus Gaussian ``noise_e``) with the same
-    mask go through :func:`find_low_energy_events`; the mean count of enough such frames for 4 Mpix in
-    all (at least one) is returned.
+    mask go through :func:`find_low_energy_events`: enough frames for 4 Mpix in all, or for a frame
+    larger than that, 8 bands of rows spread over it holding 4 Mpix; the count per exposed pixel times
+    the frame's exposed pixels is returned.
 
     Parameters
     ----------
@@ -89,8 +90,15 @@ def expected_dark_events(mask, dark_e, noise_e, *, min_e=2, max_e=LOW_ENERGY_MAX
     mask = check_image(mask, "mask")
     rng = np.random.default_rng(seed)
     dark = np.broadcast_to(np.clip(np.nan_to_num(np.asarray(dark_e, dtype=np.float64)), 0, None), mask.shape)
-    found = []
-    for _ in range(-(-_SIMULATED_PIX // max(mask.size, 1))):
-        frame = rng.poisson(dark) + rng.normal(0.0, max(noise_e, 0.0), mask.shape)
-        found.append(find_low_energy_events(frame, mask, min_e=min_e, max_e=max_e, box=box).max())
-    return float(np.mean(found))
+    height, width = mask.shape
+    if mask.size <= _SIMULATED_PIX:
+        bands = [slice(0, height)] * -(-_SIMULATED_PIX // max(mask.size, 1))
+    else:  # a large frame: bands of rows spread over it, their count scaled to all its exposed pixels
+        rows = -(-_SIMULATED_PIX // (_BANDS * width))
+        bands = [slice(start, start + rows) for start in np.linspace(0, height - rows, _BANDS).astype(int)]
+    found, exposed = 0, 0
+    for rows in bands:
+        frame = rng.poisson(dark[rows]) + rng.normal(0.0, max(noise_e, 0.0), dark[rows].shape)
+        found += find_low_energy_events(frame, mask[rows], min_e=min_e, max_e=max_e, box=box).max()
+        exposed += np.count_nonzero(mask[rows] == 0)
+    return float(found * np.count_nonzero(mask == 0) / exposed) if exposed else 0.0
