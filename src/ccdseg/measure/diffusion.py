@@ -92,12 +92,12 @@ def width_profile(charge, rows, cols, *, n_bins=10, core=None):
     # the ends too from every pixel's signed charge: the faint end of a track (the back, where it is widest)
     # is what a segmentation trims first
     total = charge.sum()
-    centre = np.sum(charge * along) / total if total > 0 else 0.0
-    spread = np.sum(charge * (along - centre) ** 2) / total if total > 0 else 0.0
+    middle = np.sum(charge * along) / total if total > 0 else 0.0
+    spread = np.sum(charge * (along - middle) ** 2) / total if total > 0 else 0.0
     length = np.sqrt(12.0 * spread) if spread > 0 else 0.0
     if not length > 1.0:
         return float(length), np.zeros(0), np.zeros(0)
-    along = along - centre
+    along = along - middle
     fraction = along / length + 0.5
     edges = np.linspace(0.5 / n_bins, 1 - 0.5 / n_bins, n_bins)
     index = np.digitize(fraction, edges) - 1

@@ -16,7 +16,7 @@ from scipy import ndimage
 from ccdseg.calib import frame
 from ccdseg.calib.gain import estimate_gain
 from ccdseg.errors import ConfigError
-from ccdseg.measure.psf_fit import fit_point_gaussians
+from ccdseg.measure.psf_fit import fit_components
 from ccdseg.measure.sections import structure
 
 #: Charge window of the clusters whose Gaussian width is fitted (e-).
@@ -167,14 +167,7 @@ def _clusters(image_e, counts, dark_e, noise_e, fit_points):
     centre = ndimage.center_of_mass(np.clip(image_e, 0, None), labels, index) if n else []
     if fit_points:
         fitted = np.flatnonzero((charge >= POINT_CHARGE_E[0]) & (charge <= POINT_CHARGE_E[1]))
-        stamps, masks = [], []
-        for k in fitted:
-            rows, cols = slices[k]
-            window = (slice(max(rows.start - _MARGIN_PX, 0), rows.stop + _MARGIN_PX),
-                      slice(max(cols.start - _MARGIN_PX, 0), cols.stop + _MARGIN_PX))
-            stamps.append(image_e[window])
-            masks.append((labels[window] == 0) | (labels[window] == k + 1))  # pixels of other clusters left out
-        fits = fit_point_gaussians(stamps, noise_e=noise_e, dark_e=dark_e, masks=masks)
+        fits = fit_components(image_e, labels, slices, fitted + 1, margin=_MARGIN_PX, noise_e=noise_e, dark_e=dark_e)
         for k, fit in zip(fitted, fits, strict=True):
             sigma[k], chi2[k] = fit.sigma, fit.chi2_dof
             elongation[k] = max(fit.sigma_x, fit.sigma_y) / min(fit.sigma_x, fit.sigma_y)

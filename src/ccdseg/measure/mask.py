@@ -17,7 +17,7 @@ from scipy import ndimage
 from ccdseg.checks import check_image
 from ccdseg.classes import CLUSTER, GLOWING, HOT_PIXEL
 from ccdseg.errors import ConfigError
-from ccdseg.measure.sections import structure
+from ccdseg.measure.sections import grown, structure
 
 #: bit -> (name, description). The header of a MASK extension names every bit (``MASKBn = name``).
 MASK_BITS = {
@@ -162,10 +162,8 @@ def halo(charge, cluster, options):
     for number, (box, r) in enumerate(zip(ndimage.find_objects(components), radius, strict=True), start=1):
         if r < 1:
             continue
-        rows = slice(max(box[0].start - r, 0), box[0].stop + r)
-        cols = slice(max(box[1].start - r, 0), box[1].stop + r)
-        own = components[rows, cols] == number
-        result[rows, cols] |= ndimage.binary_dilation(own, structure=disks[r])
+        window = grown(box, r)
+        result[window] |= ndimage.binary_dilation(components[window] == number, structure=disks[r])
     return result & ~cluster
 
 

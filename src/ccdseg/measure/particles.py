@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from ccdseg.measure.diffusion import PIXEL_UM, THICKNESS_UM, depth_from_sigma, track_axis
 from ccdseg.measure.kinds import KINDS, classify_kinds
-from ccdseg.measure.psf_fit import fit_point_gaussians
+from ccdseg.measure.psf_fit import fit_components
 from ccdseg.sim.config import ClusterConfig
 
 #: Particle columns of the catalogue: name -> (unit, description).
@@ -90,15 +90,10 @@ def particle_columns(charge_image, components, n, *, noise_e, ev_per_pair=Cluste
 
 
 def _fit_points(columns, points, charge_image, components, boxes, noise_e, ev_per_pair):
-    """The point fit's columns of the clusters ``points``, all fitted at once."""
-    stamps, masks = [], []
-    for index in points:
-        box = boxes[index]
-        window = (slice(max(box[0].start - _MARGIN, 0), box[0].stop + _MARGIN),
-                  slice(max(box[1].start - _MARGIN, 0), box[1].stop + _MARGIN))
-        stamps.append(charge_image[window])
-        masks.append(~((components[window] > 0) & (components[window] != index + 1)))  # neighbours left out
-    for index, fit in zip(points, fit_point_gaussians(stamps, noise_e=noise_e, masks=masks), strict=True):
+    """The point fit's columns of the clusters ``points`` (0-based), all fitted at once."""
+    fits = fit_components(charge_image, components, boxes, [index + 1 for index in points], margin=_MARGIN,
+                          noise_e=noise_e)
+    for index, fit in zip(points, fits, strict=True):
         columns["fit_energy_ev"][index] = fit.amplitude_e * ev_per_pair
         columns["fit_energy_err_ev"][index] = fit.amplitude_err_e * ev_per_pair
         for name in ("sigma_x", "sigma_y", "sigma_x_err", "sigma_y_err"):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
+from ccdseg.measure.sections import grown
+
 
 @dataclass(frozen=True)
 class PointFit:
@@ -137,6 +139,39 @@ def fit_point_gaussians(stamps, *, noise_e, dark_e=0.0, masks=None, sigma0=1.0, 
     return fits
 
 
+def fit_components(image_e, components, boxes, numbers, *, margin, noise_e, dark_e=0.0):
+    """:func:`fit_point_gaussians` of the clusters ``numbers`` of a labelled image, all at once.
+
+    Each is fitted on its bounding box grown by ``margin`` px, with the pixels of the other clusters left out.
+
+    Parameters
+    ----------
+    image_e : ndarray (H, W)
+        Image in electrons, pedestal subtracted.
+    components : ndarray (H, W) of int
+        Cluster number of each pixel (1, 2, ...), 0 elsewhere.
+    boxes : list of tuple of slice
+        Bounding box of each cluster, ``ndimage.find_objects(components)`` (the caller's, not found again).
+    numbers : sequence of int
+        The clusters to fit.
+    margin : int
+        Pixels around each bounding box (px).
+    noise_e, dark_e : float
+        As in :func:`fit_point_gaussians`.
+
+    Returns
+    -------
+    list of PointFit
+        One per entry of ``numbers``.
+    """
+    stamps, masks = [], []
+    for number in numbers:
+        window = grown(boxes[number - 1], margin)
+        stamps.append(image_e[window])
+        masks.append((components[window] == 0) | (components[window] == number))
+    return fit_point_gaussians(stamps, noise_e=noise_e, dark_e=dark_e, masks=masks)
+
+
 def _bucket(n):
     """Padded size of a stamp side, so that stamps are fitted in a few batches."""
     return 4 * -(-n // 4)
@@ -163,10 +198,7 @@ def _fit_bucket(signal, use, extent, noise_e, dark_e, sigma0, max_sigma):
         # at least the 1/12 e-^2 of whole electrons, so a noiseless, dark-free pixel still has a weight
         inverse_sigma = np.where(use, 1.0 / np.sqrt(np.maximum(noise_e ** 2 + dark_e + expected, 1.0 / 12.0)), 0.0)
         params, converged = _levenberg_marquardt(signal, inverse_sigma, params, low, high)
-        expected, _ = _model_and_jacobian(signal.shape[1:], params)
-    model, jacobian = _model_and_jacobian(signal.shape[1:], params)
-    residual = ((signal - model) * inverse_sigma).reshape(len(signal), -1)
-    jacobian = (jacobian * inverse_sigma[..., None]).reshape(len(signal), -1, 5)
+        residual, jacobian, expected = _weighted(signal, inverse_sigma, params)
     dof = np.maximum(use.sum(axis=(1, 2)) - 5, 1)
     chi2_dof = (residual ** 2).sum(axis=1) / dof
     curvature = np.einsum("bpk,bpl->bkl", jacobian, jacobian)
@@ -180,6 +212,13 @@ def _fit_bucket(signal, use, extent, noise_e, dark_e, sigma0, max_sigma):
     return fits
 
 
+def _weighted(signal, inverse_sigma, params):
+    """Weighted residuals (B, P) and Jacobian (B, P, 5) of a batch of stamps at ``params``, and the model."""
+    model, jacobian = _model_and_jacobian(signal.shape[1:], params)
+    residual = ((signal - model) * inverse_sigma).reshape(len(params), -1)
+    return residual, (jacobian * inverse_sigma[..., None]).reshape(len(params), -1, 5), model
+
+
 def _levenberg_marquardt(signal, inverse_sigma, params, low, high, *, max_iterations=200, tolerance=1e-6):
     """Minimise Σ ((signal - model) · inverse_sigma)² for every stamp of the batch; params kept within bounds.
 
@@ -188,9 +227,7 @@ def _levenberg_marquardt(signal, inverse_sigma, params, low, high, *, max_iterat
     the relative tolerance on its cost.
     """
     def cost_and_gradients(p, which=slice(None)):
-        model, jacobian = _model_and_jacobian(signal.shape[1:], p)
-        residual = ((signal[which] - model) * inverse_sigma[which]).reshape(len(p), -1)
-        weighted = (jacobian * inverse_sigma[which][..., None]).reshape(len(p), -1, 5)
+        residual, weighted, _ = _weighted(signal[which], inverse_sigma[which], p)
         return ((residual ** 2).sum(axis=1), np.einsum("bpk,bpl->bkl", weighted, weighted),
                 np.einsum("bpk,bp->bk", weighted, residual))
 

@@ -20,6 +20,14 @@ def structure(connectivity):
     return ndimage.generate_binary_structure(2, connectivity)
 
 
+def grown(box, margin):
+    """The box (a tuple of slices, as from ``ndimage.find_objects``) grown by ``margin`` px on every side.
+
+    Clipped at 0 only: numpy clips a slice's stop to the array itself.
+    """
+    return tuple(slice(max(side.start - margin, 0), side.stop + margin) for side in box)
+
+
 def find_sections(labels, class_id, min_pixels=1, margin=0, connectivity=2):
     """Connected regions of one class, largest first: the bounding boxes to cut out and inspect.
 

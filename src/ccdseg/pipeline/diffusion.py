@@ -10,7 +10,7 @@ from ccdseg.io import read_images
 from ccdseg.measure.diffusion import PIXEL_UM, THICKNESS_UM, fit_diffusion, width_profile
 from ccdseg.measure.kinds import classify_kinds
 from ccdseg.measure.objects import resolve_objects
-from ccdseg.measure.sections import structure
+from ccdseg.measure.sections import grown, structure
 
 #: Pixels beside a track's labelled pixels whose charge counts in its width: the diffusion tails reach ~3 sigma
 #: (< 5 px), and a segmentation calls the faintest of them background.
@@ -47,7 +47,7 @@ def calibrate_diffusion(paths, *, gain=None, model=None, min_length_px=15.0, thi
                 if kinds[index] != "muon" or edge:
                     continue
                 # the track and its wings within WING_PX that the labels left background
-                window = tuple(slice(max(side.start - WING_PX, 0), side.stop + WING_PX) for side in box)
+                window = grown(box, WING_PX)
                 own = components[window] == index + 1
                 near = own | (ndimage.binary_dilation(own, iterations=WING_PX) & (labels[window] == BACKGROUND))
                 rows, cols = np.nonzero(near)
