@@ -8,7 +8,7 @@ from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
 from ccdseg.errors import ConfigError
 from ccdseg.io.regions import region_file_text
 from ccdseg.measure.catalog import CATALOG_COLUMNS, find_clusters
-from ccdseg.measure.sections import find_sections
+from ccdseg.measure.sections import component_sums, find_sections
 from conftest import DAMICM_SAMPLE
 
 
@@ -173,3 +173,15 @@ def test_region_file_is_one_based():
     assert lines[4] == "box(1,1,1,1,0) # color=yellow text={#1}"  # on the border: flagged edge
     assert lines[5] == "box(8,5.5,3,2,0) # color=green text={#2}"
     assert region_file_text(find_clusters(np.ones((4, 4)), np.zeros((4, 4)))).count("box") == 0
+
+
+def test_component_sums_count_and_sum_over_the_components_only():
+    rng = np.random.default_rng(2)
+    components = np.zeros((50, 60), np.int32)
+    components[5:8, 5:9], components[20, 10:30], components[40:42, 50] = 1, 2, 3
+    values = rng.normal(0.0, 1.0, components.shape)
+    values[20, 12] = np.nan  # counted as 0
+    assert component_sums(components, 3).tolist() == [0, 12, 20, 2]
+    sums = component_sums(components, 3, values)
+    expected = [np.nansum(values[components == k]) for k in (1, 2, 3)]
+    assert sums[0] == 0 and np.allclose(sums[1:], expected)

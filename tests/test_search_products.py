@@ -8,7 +8,7 @@ from astropy.table import Table
 from ccdseg.calib.electrons import to_electrons
 from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
 from ccdseg.cli import main
-from ccdseg.measure.dark import fit_dark, fit_dark_by_rows
+from ccdseg.measure.dark import _edges, _row_histograms, fit_dark, fit_dark_by_rows
 from ccdseg.measure.low_energy import expected_dark_events, find_low_energy_events
 from ccdseg.measure.mask import BIT, MASK_BITS, MaskOptions, build_mask, mask_hdu
 from ccdseg.measure.run_mask import (
@@ -131,6 +131,32 @@ def test_dark_e_leaves_out_low_energy_events_beyond_dark_coincidences():
     assert summary["n_low_energy"] >= 55 and summary["n_low_energy_dark"] < 10
     assert abs(summary["dark_e"] - 0.002) < 2 * summary["dark_e_err"]
     assert fit_dark_by_rows(electrons - np.median(electrons)).dark_e > 0.002 + 5 * summary["dark_e_err"]
+
+
+def test_row_histograms_bin_as_numpy_does():
+    rng = np.random.default_rng(8)
+    electrons = (rng.poisson(0.5, (300, 40)) + rng.normal(0.0, 0.2, (300, 40))).astype(np.float32)
+    edges = _edges(2)
+    electrons[0, :3] = [edges[0], edges[-1], edges[7]]  # the range's ends and an inner edge
+    electrons[1, :2] = np.nan
+    mask = np.zeros(electrons.shape, np.uint16)
+    mask[5:9] = BIT["halo"]
+    counts, kept = _row_histograms(electrons, mask, edges)
+    keep = np.isfinite(electrons) & (mask == 0)
+    assert np.array_equal(counts.sum(axis=0), np.histogram(electrons[keep], bins=edges)[0])
+    assert np.array_equal(counts[299], np.histogram(electrons[299], bins=edges)[0])
+    assert np.array_equal(kept, keep.sum(axis=1)) and kept[1] == 38 and kept[6] == 0
+
+
+def test_summary_counts_and_moments_of_the_exposed_pixels():
+    rng = np.random.default_rng(9)
+    electrons = (rng.poisson(0.3, (600, 50)) + rng.normal(0.0, 0.12, (600, 50))).astype(np.float32)
+    electrons[10:14, 20] = [5.0, 9.0, 1.0, 2.0]
+    products = search_products(electrons * 2.0 + 50.0, np.zeros(electrons.shape, np.uint8), Table(), gain=2.0)
+    exposed = products.mask == 0
+    rounded = np.round(to_electrons(electrons * 2.0 + 50.0, 2.0)[0][exposed])
+    assert [products.summary[f"n_{k}e"] for k in range(5)] == [int(np.count_nonzero(rounded == k)) for k in range(5)]
+    assert products.summary["exposed_pix"] == rounded.size == 598 * 48  # all but the 1 px edge
 
 
 def test_dark_by_rows_follows_a_ramp():

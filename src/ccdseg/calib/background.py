@@ -15,8 +15,13 @@ from ccdseg.errors import ConfigError
 MAD_TO_SIGMA = 1.4826
 
 
-#: Rows whose medians are taken at a time by :func:`row_pedestal`.
-_BAND_ROWS = 256
+#: Rows a banded loop takes at a time: a band of a 10000 px wide frame is 20 MB in float64.
+BAND_ROWS = 256
+
+
+def row_bands(height, rows=BAND_ROWS):
+    """Slices of ``rows`` rows covering ``height``: whole-frame work a band at a time, so temporaries stay small."""
+    return [slice(start, min(start + rows, height)) for start in range(0, height, rows)]
 
 
 def _row_medians(rows):
@@ -53,8 +58,7 @@ def row_pedestal(image, window=15):
     if image.size == 0:
         medians = np.zeros(image.shape[0])
     else:  # a band of rows at a time: no float64 copy of a whole frame
-        medians = np.concatenate([_row_medians(image[y0:y0 + _BAND_ROWS])
-                                  for y0 in range(0, image.shape[0], _BAND_ROWS)])
+        medians = np.concatenate([_row_medians(image[rows]) for rows in row_bands(image.shape[0])])
     if np.all(np.isnan(medians)):
         return np.zeros(image.shape[0])
     # rows without a finite pixel take the pedestal of the nearest row that has one

@@ -9,7 +9,7 @@ whole electrons are then fixed by putting each row's lowest well-populated peak 
 
 import numpy as np
 
-from ccdseg.calib.background import row_pedestal
+from ccdseg.calib.background import row_bands, row_pedestal
 
 #: Noise (e-) below which the peaks are resolved enough to count electrons pixel by pixel.
 RESOLVED_NOISE_E = 0.3
@@ -31,12 +31,13 @@ def to_electrons(image, gain, *, window=15):
 
     Returns
     -------
-    electrons : ndarray (H, W) float64
-        Charge per pixel (e-). For a resolving frame the 0 e- peak of every row sits at 0.
+    electrons : ndarray (H, W) float32
+        Charge per pixel (e-), in the precision of the image read from a FITS file. For a resolving
+        frame the 0 e- peak of every row sits at 0.
     resolved : bool
         The noise is below :data:`RESOLVED_NOISE_E`, so rounding gives each pixel's electrons.
     """
-    electrons = np.array(image, dtype=np.float64)  # a copy: the input is never changed
+    electrons = np.array(image, dtype=np.float32)  # a copy: the input is never changed
     electrons -= row_pedestal(electrons, window)[:, None]
     electrons /= gain
     # whole electrons do not change the phase 2 pi e; its spread is the noise, its mean the sub-electron offset
@@ -52,7 +53,7 @@ def to_electrons(image, gain, *, window=15):
     electrons -= offset[:, None]
     # whole electrons, row by row (the row median jumps between peaks): the lowest peak holding a few
     # per cent of the row's pixels is its 0 e- peak
-    for rows in _bands(electrons.shape[0]):
+    for rows in row_bands(electrons.shape[0]):
         block = electrons[rows]
         finite = np.isfinite(block)
         ordered = np.sort(np.where(finite, np.round(block), np.inf), axis=1)
@@ -62,16 +63,11 @@ def to_electrons(image, gain, *, window=15):
     return electrons, True
 
 
-def _bands(height, rows=256):
-    """Slices of ``rows`` rows covering ``height``, so that temporaries (complex phases, sorted rows) stay small."""
-    return [slice(start, min(start + rows, height)) for start in range(0, height, rows)]
-
-
 def _row_phases(electrons):
     """Sum over each row of exp(2 pi i e) of its finite pixels, and the number of those pixels."""
     sums, counts = np.zeros(electrons.shape[0], complex), np.zeros(electrons.shape[0], int)
-    for rows in _bands(electrons.shape[0]):
-        block = electrons[rows]
+    for rows in row_bands(electrons.shape[0]):
+        block = electrons[rows].astype(np.float64)  # the phase of a bright pixel needs the digits
         finite = np.isfinite(block)
         sums[rows] = np.where(finite, np.exp(2j * np.pi * np.where(finite, block, 0.0)), 0).sum(axis=1)
         counts[rows] = finite.sum(axis=1)

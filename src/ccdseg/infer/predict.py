@@ -10,6 +10,7 @@ blending are in float32. With ``engine="onnx"`` the tiles go through ONNX Runtim
 probabilities" differs between the engines.
 """
 
+import contextlib
 import ctypes
 import functools
 import platform
@@ -188,18 +189,19 @@ def segment(image, model=None, tile_size=TILE_SIZE, overlap=None, batch_size=1, 
     # one refresh per band of tiles: few enough to draw every one, so the bar ends at its total
     bar = tqdm(total=len(grid.rows) * len(grid.cols), desc="tiles", unit="tile", disable=not progress,
                leave=False, mininterval=0)
-    for rows, band in blend_bands(outputs, grid, N_CLASSES):
-        bar.update(len(grid.cols))
-        invalid = ~np.isfinite(image[rows])
-        labels[rows] = decide(band, cluster_threshold)
-        labels[rows][invalid] = BACKGROUND
-        if return_probabilities is True:
-            probabilities[:, rows] = band
-            probabilities[:, rows][:, invalid] = 0.0
-            probabilities[BACKGROUND, rows][invalid] = 1.0
-        elif return_probabilities == "cluster":
-            probabilities[rows] = band[CLUSTER]
-            probabilities[rows][invalid] = 0.0
+    with _freed_memory_kept(engine == "torch" and torch.device(device).type == "cpu"):
+        for rows, band in blend_bands(outputs, grid, N_CLASSES):
+            bar.update(len(grid.cols))
+            invalid = ~np.isfinite(image[rows])
+            labels[rows] = decide(band, cluster_threshold)
+            labels[rows][invalid] = BACKGROUND
+            if return_probabilities is True:
+                probabilities[:, rows] = band
+                probabilities[:, rows][:, invalid] = 0.0
+                probabilities[BACKGROUND, rows][invalid] = 1.0
+            elif return_probabilities == "cluster":
+                probabilities[rows] = band[CLUSTER]
+                probabilities[rows][invalid] = 0.0
     bar.close()
     return labels, probabilities
 
@@ -241,7 +243,6 @@ def _torch_engine(net, device, precision):
     device_type = torch.device(device).type
     bf16 = precision == "bf16"
     if device_type == "cpu":
-        _keep_freed_memory()
         bf16 = bf16 and _native_bf16()
 
     def run_batch(tiles):
@@ -261,25 +262,45 @@ def _native_bf16():
         return True
 
 
-@functools.cache
-def _keep_freed_memory():
-    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
+#: glibc mallopt parameters.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+@contextlib.contextmanager
+def _freed_memory_kept(enabled=True):
+    """While the network runs, make glibc's malloc keep freed memory for reuse; hand it back after.
 
     By default large activation buffers are mapped afresh and zeroed by the kernel at every
     forward pass: ~1.4 million page faults and seconds of system time per 4096 x 4096 frame
     (``perf-notes.md``). Raising the mmap threshold to its maximum (32 MiB) and the trim threshold
-    far above it cuts the faults ~10x. This affects the whole process; other C libraries (or a
+    far above it cuts the faults ~10x. Kept after the network, the same settings would hold every
+    freed band of the catalogue's whole-frame work (GBs on a 10000 x 10000 frame): on leaving, arrays
+    from 1 MiB are mapped again (returned when freed) and the heap is trimmed. Other C libraries (or a
     preloaded tcmalloc, which is faster still) are left alone.
     """
-    if platform.libc_ver()[0] != "glibc":
+    libc = _glibc() if enabled else None
+    if libc is None:
+        yield
         return
+    libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
     try:
-        libc = ctypes.CDLL("libc.so.6")
+        yield
+    finally:
+        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 8 << 20)
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _glibc():
+    """The C library when it is glibc, else None."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
     except OSError:
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 32 << 20)
-    libc.mallopt(m_trim_threshold, 1 << 30)
+        return None
 
 
 def _tile_outputs(run_batch, image, params, stats, grid, batch_size):

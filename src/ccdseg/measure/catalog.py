@@ -187,7 +187,8 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
     columns["energy_ev"] = columns["charge_e"] * ev_per_pair
     if gain and particles:
         # float32 (a whole frame of it): the fits and shape features convert each cluster's stamp
-        charge_image = (image - pedestal.astype(np.float32)) / np.float32(gain)
+        charge_image = image - pedestal.astype(np.float32)
+        charge_image /= np.float32(gain)
         rows = sample_rows(image.shape)  # the one row sampler: a noise to a fraction of a per cent, not a full pass
         noise_e = robust_sigma(charge_image[rows][labels[rows] == BACKGROUND])
         columns.update(particle_columns(charge_image, components, n, noise_e=noise_e, ev_per_pair=ev_per_pair))

@@ -14,6 +14,7 @@ from scipy import ndimage
 from ccdseg.calib.background import robust_sigma, row_pedestal, sample_rows
 from ccdseg.checks import check_image
 from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
+from ccdseg.measure.sections import component_sums
 
 #: Residuals are clipped at this many σ before the glow profile is averaged, so that a few
 #: bright cluster pixels cannot fake glow while sparse single electrons (skipper) still count.
@@ -114,7 +115,7 @@ def segment_classical(image, seed_sigma=4.0, grow_sigma=3.0, hot_sigma=4.0, glow
     keep = np.zeros(n + 1, dtype=bool)
     keep[components[seeds]] = True
     if min_cluster_pixels > 1:
-        keep &= np.bincount(components.ravel(), minlength=n + 1) >= min_cluster_pixels
+        keep &= component_sums(components, n) >= min_cluster_pixels
     keep[0] = False
 
     labels = np.full(image.shape, BACKGROUND, dtype=np.uint8)

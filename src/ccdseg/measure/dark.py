@@ -12,6 +12,8 @@ from collections import namedtuple
 import numpy as np
 from scipy import optimize, special, stats
 
+from ccdseg.calib.background import row_bands
+
 DarkFit = namedtuple("DarkFit", "dark_e dark_e_err noise_e gain_scale gain_scale_err offset_e")
 DarkFit.__doc__ = """Result of :func:`fit_dark`: dark charge (e-/pix) and its 1-sigma error, readout noise (e-),
 the factor by which the peak spacing differs from the gain used (and its error), the 0 e- peak position (e-)."""
@@ -72,17 +74,44 @@ def fit_dark(electrons, *, max_electrons=2):
     DarkFit
         NaN entries when fewer than 10 pixels lie in the fitted range.
     """
-    values = np.asarray(electrons, dtype=np.float64).ravel()
-    values = values[np.isfinite(values)]
-    edges = np.arange(-0.5, max_electrons + 0.5 + _BIN_E / 2, _BIN_E)
-    counts, _ = np.histogram(values, bins=edges)
+    edges = _edges(max_electrons)
+    counts, _ = _row_histograms(np.asarray(electrons).reshape(1, -1), None, edges)
+    return _fit_histogram(counts[0], edges, max_electrons)
+
+
+def _edges(max_electrons):
+    """Histogram bin edges (e-) of the fit: -0.5 ... ``max_electrons + 0.5`` in steps of :data:`_BIN_E`."""
+    return np.arange(-0.5, max_electrons + 0.5 + _BIN_E / 2, _BIN_E)
+
+
+def _row_histograms(electrons, mask, edges):
+    """Histogram over ``edges`` of the finite, unmasked pixels of every row (H, bins), and their number per row.
+
+    Bins as :func:`numpy.histogram` makes them; a band of rows at a time, so that a large frame costs no
+    whole-frame temporaries.
+    """
+    height, n_bins = electrons.shape[0], edges.size - 1
+    counts, kept = np.zeros((height, n_bins), np.int64), np.zeros(height, np.int64)
+    for band in row_bands(height):
+        block = electrons[band]
+        keep = np.isfinite(block) if mask is None else np.isfinite(block) & (mask[band] == 0)
+        kept[band] = keep.sum(axis=1)
+        rows, cols = np.nonzero(keep & (block >= edges[0]) & (block <= edges[-1]))
+        index = np.minimum(np.searchsorted(edges, block[rows, cols], side="right") - 1, n_bins - 1)
+        counts[band] = np.bincount(rows * n_bins + index, minlength=block.shape[0] * n_bins).reshape(-1, n_bins)
+    return counts, kept
+
+
+def _fit_histogram(counts, edges, max_electrons):
+    """:func:`fit_dark` of a histogram over ``edges``."""
     if counts.sum() < 10:
         return DarkFit(*[np.nan] * 6)
-    rounded = np.round(values[(values > edges[0]) & (values < edges[-1])])
-    n0, n1 = np.count_nonzero(rounded == 0), np.count_nonzero(rounded == 1)
-    core = values[np.abs(values) < 0.5]
-    start = np.array([max(n1 / max(n0, 1), 1e-4), np.mean(core) if core.size else 0.0, 1.0,
-                      max(np.std(core), 0.02) if core.size else 0.1])
+    centres = (edges[:-1] + edges[1:]) / 2
+    zero, one = (centres < 0.5), (centres > 0.5) & (centres < 1.5)
+    n0, n1 = counts[zero].sum(), counts[one].sum()
+    core_mean = np.average(centres[zero], weights=counts[zero]) if n0 else 0.0
+    core_std = np.sqrt(np.average((centres[zero] - core_mean) ** 2, weights=counts[zero])) if n0 else 0.1
+    start = np.array([max(n1 / max(n0, 1), 1e-4), core_mean, 1.0, max(core_std, 0.02)])
     n_terms = max_electrons + 1 + _EXTRA_TERMS
 
     def nll(params):
@@ -131,22 +160,23 @@ def fit_dark_by_rows(electrons, mask=None, *, max_electrons=2):
     DarkFit
         Noise, gain scale and offset of the whole-frame fit; dark charge and its error from the bands.
     """
-    electrons = np.asarray(electrons, dtype=np.float64)
-    keep = np.isfinite(electrons) if mask is None else np.isfinite(electrons) & (np.asarray(mask) == 0)
-    whole = fit_dark(electrons[keep], max_electrons=max_electrons)
+    electrons = np.asarray(electrons)
+    edges = _edges(max_electrons)
+    counts, kept = _row_histograms(electrons, None if mask is None else np.asarray(mask), edges)
+    whole = _fit_histogram(counts.sum(axis=0), edges, max_electrons)
     if not np.isfinite(whole.dark_e):
         return whole
     height = electrons.shape[0]
-    n_bands = int(np.clip(whole.dark_e * keep.sum() / _BAND_ONE_E, 1, max(height // _BAND_MIN_ROWS, 1)))
+    n_bands = int(np.clip(whole.dark_e * kept.sum() / _BAND_ONE_E, 1, max(height // _BAND_MIN_ROWS, 1)))
     if n_bands == 1:
         return whole
     bounds = np.linspace(0, height, n_bands + 1).astype(int)
     fits, weights = [], []
     for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-        band = fit_dark(electrons[start:stop][keep[start:stop]], max_electrons=max_electrons)
+        band = _fit_histogram(counts[start:stop].sum(axis=0), edges, max_electrons)
         if np.isfinite(band.dark_e) and np.isfinite(band.dark_e_err):
             fits.append(band)
-            weights.append(keep[start:stop].sum())
+            weights.append(kept[start:stop].sum())
     if not fits:
         return whole
     weights = np.asarray(weights, dtype=np.float64) / np.sum(weights)

@@ -11,9 +11,10 @@ search of SENSEI (Barak et al., PRL 125, 171802 (2020)). Dark charge makes such 
 import numpy as np
 from scipy import ndimage
 
+from ccdseg.calib.background import row_bands
 from ccdseg.checks import check_image
 from ccdseg.errors import ConfigError
-from ccdseg.measure.sections import structure
+from ccdseg.measure.sections import component_sums, structure
 
 #: Largest charge (e-) of a low-energy event: above it the segmentation's clusters are masked.
 LOW_ENERGY_MAX_E = 4
@@ -41,24 +42,36 @@ def find_low_energy_events(electrons, mask, *, min_e=2, max_e=LOW_ENERGY_MAX_E, 
     ndarray (H, W) of int32
         Event number (1, 2, ...) of each event pixel, 0 elsewhere.
     """
-    electrons = check_image(electrons, "electrons", dtype=np.float64)
+    electrons = check_image(electrons, "electrons")
     mask = check_image(mask, "mask", shape=electrons.shape)
     if box not in (2, 3):
         raise ConfigError(f"box must be 2 or 3 pixels, got {box!r}")
     if not 1 <= min_e <= max_e:
         raise ConfigError(f"need 1 <= min_e <= max_e electrons, got {min_e!r} and {max_e!r}")
-    counts = np.where(np.isfinite(electrons) & (mask == 0), np.round(np.nan_to_num(electrons)), 0.0)
-    counts = np.clip(counts, 0, None)
-    components, n = ndimage.label(counts >= 1, structure=structure(2))
+    counts = _exposed_counts(electrons, mask)
+    components, n = ndimage.label(counts > 0, structure=structure(2))
     if n == 0:
-        return components.astype(np.int32)
-    total = ndimage.sum_labels(counts, components, np.arange(1, n + 1))
+        return components
+    total = component_sums(components, n, counts)[1:]
     boxes = ndimage.find_objects(components)
     fits = np.array([rows.stop - rows.start <= box and cols.stop - cols.start <= box for rows, cols in boxes])
     keep = fits & (total >= min_e) & (total <= max_e)
     number = np.zeros(n + 1, np.int32)
     number[1:][keep] = np.arange(1, keep.sum() + 1)
     return number[components]
+
+
+def _exposed_counts(electrons, mask):
+    """Whole electrons (rounded, 0 ... 255; uint8) of the finite exposed pixels, 0 elsewhere; a band of rows at a time.
+
+    An event holds at most a few electrons, so a pixel's count saturating at 255 changes no event.
+    """
+    counts = np.zeros(electrons.shape, np.uint8)
+    for rows in row_bands(electrons.shape[0]):
+        block = np.round(electrons[rows])
+        exposed = np.isfinite(block) & (mask[rows] == 0)
+        counts[rows] = np.where(exposed, np.clip(np.nan_to_num(block), 0, 255), 0)
+    return counts
 
 
 def expected_dark_events(mask, dark_e, noise_e, *, min_e=2, max_e=LOW_ENERGY_MAX_E, box=3, seed=0):

@@ -17,7 +17,7 @@ from scipy import ndimage
 from ccdseg.checks import check_image
 from ccdseg.classes import CLUSTER, GLOWING, HOT_PIXEL
 from ccdseg.errors import ConfigError
-from ccdseg.measure.sections import grown, structure
+from ccdseg.measure.sections import component_sums, grown, structure
 
 #: bit -> (name, description). The header of a MASK extension names every bit (``MASKBn = name``).
 MASK_BITS = {
@@ -118,31 +118,31 @@ def build_mask(electrons, labels, *, options=None, segments=None, run_defects=No
     ndarray (H, W) uint16
         OR of :data:`BIT` values; 0 where the pixel is exposed.
     """
-    electrons = check_image(electrons, "electrons", dtype=np.float64)
+    electrons = check_image(electrons, "electrons")
     labels = check_image(labels, "labels", shape=electrons.shape)
     options = options or MaskOptions()
     segments = segments or [(slice(None), slice(None))]
-    charge = np.where(np.isfinite(electrons), electrons, 0.0)
+    # NaN (outside the data section) compares False and sums as 0: the charge needs no copy of the frame
     mask = np.zeros(electrons.shape, np.uint16)
 
     cluster = labels == CLUSTER
     if low_energy_e is not None:
         components, n = ndimage.label(cluster, structure=structure(2))
-        total = np.r_[0.0, ndimage.sum_labels(charge, components, np.arange(1, n + 1))] if n else np.zeros(1)
-        cluster &= total[components] > low_energy_e
+        cluster &= (component_sums(components, n, electrons) > low_energy_e)[components]
+        del components
     mask[cluster] |= BIT["cluster"]
-    mask[halo(charge, cluster, options)] |= BIT["halo"]
-    bright = charge >= options.bleed_e
+    mask[halo(electrons, cluster, options)] |= BIT["halo"]
+    bright = electrons >= options.bleed_e
     if bright.any():
         mask[ndimage.maximum_filter1d(bright, 2 * options.bleed_px + 1, axis=0)] |= BIT["bleed"]
     serial = serial_rows(labels, segments, options.serial_min_px)
     mask[serial] |= BIT["serial"]
-    columns = hot_columns(charge, labels, mask != 0, options)
+    columns = hot_columns(electrons, labels, mask != 0, options)
     mask[:, columns] |= BIT["hot_column"]
     mask[(labels == HOT_PIXEL) & ~serial & ~columns[None, :]] |= BIT["hot_pixel"]
     mask[labels == GLOWING] |= BIT["glow"]
     mask[edges(electrons, segments, options.edge_px)] |= BIT["edge"]
-    mask[crosstalk(charge, segments, options.crosstalk_e)] |= BIT["crosstalk"]
+    mask[crosstalk(electrons, segments, options.crosstalk_e)] |= BIT["crosstalk"]
     if run_defects is not None:
         mask[check_image(run_defects, "run_defects", shape=electrons.shape) != 0] |= BIT["run_defect"]
     return mask
@@ -154,7 +154,7 @@ def halo(charge, cluster, options):
     result = np.zeros(cluster.shape, bool)
     if n == 0:
         return result
-    total = ndimage.sum_labels(charge, components, np.arange(1, n + 1))
+    total = component_sums(components, n, charge)[1:]
     radius = np.round(options.halo_px + options.halo_px_per_decade * np.log10(np.maximum(total, 1.0))).astype(int)
     disks = {r: np.add.outer(np.arange(-r, r + 1) ** 2, np.arange(-r, r + 1) ** 2) <= r * r
              for r in np.unique(radius) if r >= 1}
@@ -170,9 +170,9 @@ def halo(charge, cluster, options):
 def serial_rows(labels, segments, min_px):
     """Row segments (within their amplifier) holding a one-row streak of hot or cluster pixels."""
     components, _ = ndimage.label((labels == HOT_PIXEL) | (labels == CLUSTER), structure=structure(2))
-    streak_ids = [number for number, (rows, cols) in enumerate(ndimage.find_objects(components), start=1)
-                  if rows.stop - rows.start == 1 and cols.stop - cols.start >= min_px]
-    streaks = np.isin(components, streak_ids)
+    is_streak = np.array([False] + [rows.stop - rows.start == 1 and cols.stop - cols.start >= min_px
+                                    for rows, cols in ndimage.find_objects(components)])
+    streaks = is_streak[components]
     result = np.zeros(labels.shape, bool)
     for segment in segments:
         view = result[segment]  # a view: setting its rows sets the result's
@@ -182,10 +182,10 @@ def serial_rows(labels, segments, min_px):
 
 def hot_columns(charge, labels, masked, options):
     """Columns whose quiet pixels hold more charge than the frame's columns, or that are mostly hot pixels."""
-    quiet = ~masked & (labels != HOT_PIXEL) & (labels != CLUSTER)
+    quiet = ~masked & (labels != HOT_PIXEL) & (labels != CLUSTER) & np.isfinite(charge)
     counts = quiet.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.where(quiet, charge, 0.0).sum(axis=0) / counts
+        means = np.where(quiet, charge, 0).sum(axis=0, dtype=np.float64) / counts
     valid = counts > 0
     result = (labels == HOT_PIXEL).mean(axis=0) >= options.hot_column_share
     if valid.sum() < 3:

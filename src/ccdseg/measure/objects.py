@@ -12,6 +12,7 @@ from scipy import ndimage
 from ccdseg.checks import check_image
 from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
 from ccdseg.errors import ConfigError
+from ccdseg.measure.sections import component_sums
 
 _EIGHT = np.ones((3, 3), bool)
 
@@ -94,7 +95,7 @@ def _absorb_hot_fragments(labels, max_hot_fragment):
     pieces, n = ndimage.label(labels == HOT_PIXEL, structure=_EIGHT)
     if n == 0:
         return
-    size = np.bincount(pieces.ravel(), minlength=n + 1)
+    size = component_sums(pieces, n)
     grown = ndimage.grey_dilation(pieces, footprint=_EIGHT)
     border = (grown > 0) & (pieces == 0)
     around = np.bincount(grown[border], minlength=n + 1)
@@ -110,9 +111,9 @@ def _remove_halo(labels, probabilities, ring, halo_share):
     pieces, n = ndimage.label(labels == GLOWING, structure=_EIGHT)
     if n == 0 or not cluster.any():
         return
-    size = np.bincount(pieces.ravel(), minlength=n + 1)
+    size = component_sums(pieces, n)
     near = ndimage.binary_dilation(cluster, structure=_EIGHT, iterations=ring)
-    halo = np.bincount(pieces[near].ravel(), minlength=n + 1) >= halo_share * size
+    halo = np.bincount(pieces[near], minlength=n + 1) >= halo_share * size
     halo[0] = False
     where = halo[pieces]
     enclosed = ndimage.binary_fill_holes(cluster)

@@ -19,7 +19,7 @@ from ccdseg.calib.gain import resolve_gain
 from ccdseg.classes import CLUSTER, HOT_PIXEL
 from ccdseg.errors import ConfigError, InputError
 from ccdseg.io import atomic_path, read_images
-from ccdseg.measure.sections import structure
+from ccdseg.measure.sections import component_sums, structure
 
 #: Values of a run mask: a pixel defect, a column defect.
 PIXEL_DEFECT, COLUMN_DEFECT = 1, 2
@@ -169,7 +169,7 @@ def apply_run_mask(labels, defects):
     defects = np.asarray(defects, bool)
     components, n = ndimage.label(labels == HOT_PIXEL, structure=structure(2))
     if n:
-        size = np.bincount(components.ravel(), minlength=n + 1)
+        size = component_sums(components, n)
         touches = np.bincount(components[defects], minlength=n + 1) > 0
         event = (size <= EVENT_MAX_PX) & ~touches
         event[0] = False

@@ -6,20 +6,22 @@ that is not quiet background; in the exposed pixels the electron peaks give the 
 (:mod:`ccdseg.measure.low_energy`) with the number dark charge alone would make.
 """
 
+import warnings
+from collections import namedtuple
 from dataclasses import dataclass
 
 import numpy as np
 from astropy.table import Column, Table, vstack
 from scipy import ndimage
 
-from ccdseg.calib.background import robust_sigma
+from ccdseg.calib.background import robust_sigma, row_bands, sample_rows
 from ccdseg.calib.electrons import to_electrons
 from ccdseg.classes import BACKGROUND, CLUSTER
 from ccdseg.measure import catalog
 from ccdseg.measure.dark import fit_dark_by_rows
 from ccdseg.measure.low_energy import LOW_ENERGY_MAX_E, expected_dark_events, find_low_energy_events
 from ccdseg.measure.mask import build_mask
-from ccdseg.measure.sections import structure
+from ccdseg.measure.sections import component_sums, structure
 
 #: Summary columns: name -> description (units in brackets). -1 in the counts: the frame does not resolve electrons.
 SUMMARY_COLUMNS = {
@@ -55,8 +57,6 @@ class SearchProducts:
     ----------
     mask : ndarray (H, W) uint16
         Analysis bitmask (:data:`ccdseg.measure.mask.MASK_BITS`).
-    electrons : ndarray (H, W) float64
-        Pedestal-subtracted charge (e-); zeros when the gain is unknown.
     summary : dict
         One row of :data:`SUMMARY_COLUMNS`.
     catalog : astropy.table.Table
@@ -64,7 +64,6 @@ class SearchProducts:
     """
 
     mask: np.ndarray
-    electrons: np.ndarray
     summary: dict
     catalog: Table
 
@@ -113,39 +112,62 @@ def search_products(image, labels, clusters, *, gain, headers=(), hdu="", segmen
     """
     image = np.asarray(image)
     if gain is None:
-        electrons, resolved = np.where(np.isfinite(image), 0.0, np.nan), False
+        electrons, resolved = np.where(np.isfinite(image), np.float32(0), np.float32(np.nan)), False
     else:
         electrons, resolved = to_electrons(image, gain)
     mask = build_mask(electrons, labels, options=mask_options, segments=segments, run_defects=run_defects,
                       low_energy_e=LOW_ENERGY_MAX_E + 0.5 if resolved else None)
     exposed = mask == 0
-    values = electrons[exposed & np.isfinite(electrons)]
+    stats = _exposed_statistics(electrons, exposed)
     row = {"hdu": hdu, "gain": np.nan if gain is None else gain, "gain_err": np.nan,
            "exposed_pix": int(exposed.sum()), "masked_fraction": float(1 - exposed.mean()), "resolved": resolved}
     events = np.zeros(image.shape, np.int32)
     if resolved:
         fitted = exposed & ~_event_pixels(labels)
+        del exposed
         fit = fit_dark_by_rows(electrons, ~fitted)
+        n_fitted = np.count_nonzero(fitted)
+        del fitted
         events = find_low_energy_events(electrons, mask)
         expected = expected_dark_events(mask, fit.dark_e, fit.noise_e, seed=seed)
-        rounded = np.round(values)
         if fit.gain_scale_err < _GAIN_FIT_TOLERANCE:  # else too few electrons to measure the peak spacing
             row.update(gain=gain * fit.gain_scale, gain_err=gain * fit.gain_scale_err)
-        dark, dark_err = _without_low_energy_excess(fit, electrons, events, expected, np.count_nonzero(fitted))
+        dark, dark_err = _without_low_energy_excess(fit, electrons, events, expected, n_fitted)
         row.update(noise_e=fit.noise_e, dark_e=dark, dark_e_err=dark_err,
-                   **{f"n_{k}e": int(np.count_nonzero(rounded == k)) for k in range(5)},
+                   **{f"n_{k}e": int(n) for k, n in enumerate(stats.n_electrons)},
                    n_low_energy=int(events.max()), n_low_energy_dark=expected)
     else:
-        known = gain is not None and values.size > 1
-        row.update(noise_e=robust_sigma(values) if known else np.nan,
-                   dark_e=float(np.mean(values)) if known else np.nan,
-                   dark_e_err=float(np.std(values) / np.sqrt(values.size)) if known else np.nan,
+        known = gain is not None and stats.n > 1
+        rows = sample_rows(electrons.shape)  # the noise of a few million pixels is known to a fraction of a %
+        row.update(noise_e=robust_sigma(electrons[rows][exposed[rows]]) if known else np.nan,
+                   dark_e=stats.mean if known else np.nan,
+                   dark_e_err=stats.std / np.sqrt(stats.n) if known else np.nan,
                    **{f"n_{k}e": -1 for k in range(5)}, n_low_energy=-1, n_low_energy_dark=np.nan)
     row["exposure_s"] = header_seconds(headers, EXPOSURE_KEYS)
     readout = header_seconds(headers, READOUT_KEYS)
     row["readout_s"] = 0.0 if np.isnan(readout) else readout
     row["dark_e_per_day"] = row["dark_e"] / ((row["exposure_s"] + row["readout_s"] / 2) / 86400.0)
-    return SearchProducts(mask, electrons, row, _with_low_energy(image, electrons, clusters, events, gain, hdu))
+    return SearchProducts(mask, row, _with_low_energy(image, electrons, clusters, events, gain, hdu))
+
+
+ExposedStatistics = namedtuple("ExposedStatistics", "n mean std n_electrons")
+
+
+def _exposed_statistics(electrons, exposed):
+    """Number, mean and standard deviation (e-) of the finite exposed pixels, and how many round to 0 ... 4 e-.
+
+    Accumulated in float64 a band of rows at a time, so a large frame costs no copy of its exposed pixels.
+    """
+    n, total, squares, counts = 0, 0.0, 0.0, np.zeros(5, np.int64)
+    for rows in row_bands(electrons.shape[0]):
+        values = electrons[rows][exposed[rows]].astype(np.float64)
+        values = values[np.isfinite(values)]
+        n, total, squares = n + values.size, total + values.sum(), squares + np.square(values).sum()
+        rounded = np.round(values)
+        counts += np.bincount(rounded[(rounded >= 0) & (rounded <= 4)].astype(np.int64), minlength=5)
+    mean = total / n if n else np.nan
+    std = np.sqrt(max(squares / n - mean**2, 0.0)) if n else np.nan
+    return ExposedStatistics(n, float(mean), float(std), counts)
 
 
 def _without_low_energy_excess(fit, electrons, events, expected, n_fitted):
@@ -170,9 +192,7 @@ def _event_pixels(labels):
     A lone cluster pixel may be a dark electron that a thresholding segmentation calls a cluster.
     """
     components, n = ndimage.label(np.asarray(labels) == CLUSTER, structure=structure(2))
-    size = np.bincount(components.ravel(), minlength=n + 1)
-    size[0] = 0
-    return size[components] >= 2
+    return (component_sums(components, n) >= 2)[components]
 
 
 def _with_low_energy(image, electrons, clusters, events, gain, hdu):
@@ -182,8 +202,11 @@ def _with_low_energy(image, electrons, clusters, events, gain, hdu):
     if not events.any():
         return clusters
     # the pedestal of the electron counts, so that the catalogue's charges are the counted electrons
-    pedestal = np.nanmedian(image - electrons * gain, axis=1)
-    found = catalog.find_clusters(image, np.where(events > 0, CLUSTER, BACKGROUND).astype(np.uint8), gain=gain,
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)  # rows outside the data section
+        pedestal = np.concatenate([np.nanmedian(image[rows] - electrons[rows] * gain, axis=1)
+                                   for rows in row_bands(image.shape[0])])
+    found = catalog.find_clusters(image, np.where(events > 0, np.uint8(CLUSTER), np.uint8(BACKGROUND)), gain=gain,
                                   pedestal=np.nan_to_num(pedestal), hdu=hdu, particles=False)
     found["id"] += len(clusters)
     found["low_energy"] = True
