@@ -24,8 +24,11 @@ def row_bands(height, rows=BAND_ROWS):
     return [slice(start, min(start + rows, height)) for start in range(0, height, rows)]
 
 
-def _row_medians(rows):
-    """Median of the finite pixels of every row (NaN for a row without any), in float64."""
+def row_medians(rows):
+    """Median of the finite pixels of every row (NaN for a row without any), in float64.
+
+    Converts ``rows`` to float64: give it a band of rows (:func:`row_bands`), not a large frame.
+    """
     rows = np.asarray(rows, dtype=np.float64)
     finite = np.isfinite(rows)
     if finite.all():  # the common case; nanmedian is several times slower
@@ -58,7 +61,7 @@ def row_pedestal(image, window=15):
     if image.size == 0:
         medians = np.zeros(image.shape[0])
     else:  # a band of rows at a time: no float64 copy of a whole frame
-        medians = np.concatenate([_row_medians(image[rows]) for rows in row_bands(image.shape[0])])
+        medians = np.concatenate([row_medians(image[rows]) for rows in row_bands(image.shape[0])])
     if np.all(np.isnan(medians)):
         return np.zeros(image.shape[0])
     # rows without a finite pixel take the pedestal of the nearest row that has one

@@ -6,7 +6,6 @@ that is not quiet background; in the exposed pixels the electron peaks give the 
 (:mod:`ccdseg.measure.low_energy`) with the number dark charge alone would make.
 """
 
-import warnings
 from collections import namedtuple
 from dataclasses import dataclass
 
@@ -14,7 +13,7 @@ import numpy as np
 from astropy.table import Column, Table, vstack
 from scipy import ndimage
 
-from ccdseg.calib.background import robust_sigma, row_bands, sample_rows
+from ccdseg.calib.background import robust_sigma, row_bands, row_medians, sample_rows
 from ccdseg.calib.electrons import to_electrons
 from ccdseg.classes import BACKGROUND, CLUSTER
 from ccdseg.measure import catalog
@@ -202,10 +201,7 @@ def _with_low_energy(image, electrons, clusters, events, gain, hdu):
     if not events.any():
         return clusters
     # the pedestal of the electron counts, so that the catalogue's charges are the counted electrons
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)  # rows outside the data section
-        pedestal = np.concatenate([np.nanmedian(image[rows] - electrons[rows] * gain, axis=1)
-                                   for rows in row_bands(image.shape[0])])
+    pedestal = np.concatenate([row_medians(image[rows] - electrons[rows] * gain) for rows in row_bands(image.shape[0])])
     found = catalog.find_clusters(image, np.where(events > 0, np.uint8(CLUSTER), np.uint8(BACKGROUND)), gain=gain,
                                   pedestal=np.nan_to_num(pedestal), hdu=hdu, particles=False)
     found["id"] += len(clusters)
