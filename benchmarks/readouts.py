@@ -47,7 +47,7 @@ SAMPLE = HERE.parent / "src" / "ccdseg" / "data" / "damicm_module_test.fz"
 PRESETS = ("damic", "skipper", "damicm", "thesis")
 OFFSETS = {"CCD_A": -400.0, "CCD_B": 0.0, "CCD_D": 300.0, "CCD_C": 700.0}
 #: Frames per preset of part (b) and their size.
-N_BASELINE, SIZE = 2, (256, 512)
+N_BASELINE, SIZE = 6, (256, 512)
 
 
 def labels_of(path, out_dir, names=None):

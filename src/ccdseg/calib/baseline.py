@@ -5,23 +5,30 @@ every row: a saw-tooth that jumps and decays every few hundred columns, or steps
 whole columns without adding charge. Glow, hot columns and dark current are charge: they raise a
 column's level *and* its spread (shot noise). So the baseline is taken from the robust medians of the
 columns whose spread is that of the readout noise, each column its own (a running median across columns
-would cut the top off every jump of a saw-tooth); columns that carry charge (and as many again on each
-side, for the faint tail of glow) and stuck columns without any spread (saturated) get the baseline of
-their neighbours, and their excess stays in the image to be labelled. A baseline is removed only where it
+would cut the top off every jump of a saw-tooth); columns that carry charge and stuck columns without any
+spread (saturated) get the baseline interpolated from quiet columns beyond as many again on each side (the
+faint tail of glow), and their excess stays in the image to be labelled. A baseline is removed only where it
 is significant; otherwise the image is left exactly as it was. The noise of the image is measured again
 after it is removed: the saw-tooth had widened it.
+
+Under glow that covers whole columns the baseline of a conventional frame cannot be observed, only
+interpolated. A skipper frame that resolves single electrons shows it anyway: every pixel sits on a comb of
+whole electrons, and the comb's phase in each column is that column's zero (:func:`comb_offsets`).
 """
 
 import numpy as np
 from scipy import ndimage
 
 from ccdseg.calib.background import robust_sigma, row_pedestal, sample_rows
+from ccdseg.calib.gain import estimate_gain
 
 #: Fewest quiet columns for a baseline; columns within half of it beside a column holding charge take their
 #: neighbours' baseline.
 BASELINE_WINDOW = 5
 #: Pixels this many noise sigmas above their column's median are events, left out of the column statistics.
 EVENT_SIGMA = 4.0
+#: Pixels of at most this many electrons place the comb of a skipper frame.
+COMB_ELECTRONS = 2
 
 
 def column_baseline(residual, noise, *, window=BASELINE_WINDOW):
@@ -35,7 +42,8 @@ def column_baseline(residual, noise, *, window=BASELINE_WINDOW):
         Noise of one pixel (ADU); the columns' own median spread when smaller (glow inflates the noise of
         the whole image, not that of most columns).
     window : int
-        Fewest quiet columns for a baseline; ``window // 2`` columns beside a charged one are left out too.
+        Fewest quiet columns for a baseline; ``window // 2`` columns beside a charged one (at least) anchor
+        no interpolation.
 
     Returns
     -------
@@ -60,18 +68,118 @@ def column_baseline(residual, noise, *, window=BASELINE_WINDOW):
     error = 1.2533 * noise / np.sqrt(np.maximum(rows, 1))
     # and a column with no spread at all is stuck (saturated, at the ADC limit): neither is a baseline
     quiet = (rows >= 5) & (np.abs(spread / noise - 1) <= 3.3 / np.sqrt(np.maximum(rows, 1)))
-    quiet &= ~_widened(~quiet, window // 2)
-    if np.count_nonzero(quiet) < window:
+    # columns beside charge may hold the faint tail of glow: they do not anchor the baseline under it
+    anchors = quiet & ~_widened(~quiet, window // 2)
+    if np.count_nonzero(anchors) < window:
         return None
-    # each quiet column's own median: a running median across columns would cut the top off every jump
+    # each quiet column's own median: a running median across columns would cut the top off every jump,
+    # and a tail too faint to widen a column is too faint to be labelled glow
     columns = np.arange(medians.size)
-    baseline = np.interp(columns, columns[quiet], medians[quiet])
-    baseline -= np.median(baseline[quiet])
-    if np.max(np.abs(baseline[quiet])) <= max(5 * np.median(error[quiet]), 0.5 * noise):
+    baseline = np.where(quiet, medians, np.interp(columns, columns[anchors], medians[anchors]))
+    baseline -= np.median(baseline[anchors])
+    if np.max(np.abs(baseline[anchors])) <= max(5 * np.median(error[anchors]), 0.5 * noise):
         return None
-    if _spread_follows_level(medians[quiet], spread[quiet], noise):
+    if _spread_follows_level(medians[anchors], spread[anchors], noise):
         return None
     return baseline
+
+
+def comb_offsets(residual, gain, *, iterations=3):
+    """Offsets (ADU) of the electron comb of every column and of the sampled rows.
+
+    A skipper pixel reads its row's and its column's zero plus a whole number of electrons times the gain,
+    so ``exp(2 pi i residual / gain)`` is the product of a row phase and a column phase, however many
+    electrons a pixel holds: the zero of a column under glow, where no quiet pixel shows it, is still
+    measured. Both phases come from the best rank-one fit of that matrix (alternating projections).
+
+    Parameters
+    ----------
+    residual : ndarray (H, W)
+        Zeroed image (ADU) of a frame whose single-electron peaks are resolved; NaN pixels are ignored.
+    gain : float
+        Gain (ADU/e-).
+    iterations : int
+        Alternating projections; three converge for a comb that is clear at all.
+
+    Returns
+    -------
+    rows : ndarray
+        Offset (ADU) of each row of ``sample_rows`` of the image.
+    columns : ndarray (W,)
+        Offset (ADU) of each column, around a circular mean of zero over the columns.
+    """
+    data = np.asarray(residual[sample_rows(np.shape(residual))], dtype=np.float64)
+    finite = np.isfinite(data)
+    phases = np.where(finite, np.exp(2j * np.pi * np.where(finite, data, 0.0) / gain), 0.0)
+    rows = np.ones(phases.shape[0], dtype=np.complex128)
+    for _ in range(iterations):
+        columns = _unit(phases.T @ rows.conj())
+        rows = _unit(phases @ columns.conj())
+    common = _unit(np.array([columns.sum()]))[0]  # the split of a common phase between rows and columns
+    columns, rows = columns * common.conj(), rows * common
+    return gain * np.angle(rows) / (2 * np.pi), gain * np.angle(columns) / (2 * np.pi)
+
+
+def _unit(values):
+    """Complex values scaled to modulus one (one where zero)."""
+    size = np.abs(values)
+    return np.where(size > 0, values / np.where(size > 0, size, 1.0), 1.0)
+
+
+def _comb_columns(block, *, iterations=3):
+    """Column offsets (ADU) of a zeroed skipper block from its comb, None where peaks are not resolved.
+
+    The row medians and the baseline under glow smear the peaks of the zeroed block, which biases the
+    spacing by several per cent; so the gain is measured again on the sample with every row and column
+    on its comb, a few times. The offsets come from the pixels of the first electrons only: a pixel's
+    phase error from a wrong gain grows with its electrons. The comb fixes each zero only modulo one
+    electron; the whole electrons follow from the 0 e- peak being the lowest one (:func:`_lowest_level`).
+    """
+    sample = block[sample_rows(block.shape)]
+    # where the zero under glow smears the comb too much, each column on its own median shows it
+    medians = _column_quantiles(sample, np.isfinite(sample), (50.0,))[0]
+    estimate = estimate_gain(sample) or estimate_gain(sample - medians)
+    for _ in range(iterations):
+        if estimate is None:
+            return None
+        gain = estimate.value
+        dim = np.where(np.abs(sample) < (COMB_ELECTRONS + 0.5) * gain, sample, np.nan)
+        rows, columns = comb_offsets(dim, gain)
+        estimate = estimate_gain(sample - rows[:, None] - columns[None, :])
+    if estimate is None:
+        return None
+    electrons = (sample - rows[:, None] - columns[None, :]) / gain
+    # whole electrons of the columns and rows in turn; only their sum is fixed, and most columns are right
+    shifts = np.zeros(electrons.shape[1])
+    for _ in range(3):
+        column_shifts = _lowest_level(electrons, axis=0)
+        electrons -= column_shifts[None, :]
+        shifts += column_shifts
+        electrons -= _lowest_level(electrons, axis=1)[:, None]
+    return columns + gain * (shifts - np.median(shifts))
+
+
+def _lowest_level(electrons, axis, *, populated=0.05, empty=0.01):
+    """Whole electrons to add to the zero of each line so that its lowest populated peak is 0 e-.
+
+    Charge (dark, glow, events) only adds electrons: a line whose pixels fill a peak below its zero had its
+    zero set an electron too high. One whose 0 e- peak is empty while the 1 e- peak is not had it set one
+    too low: Poisson charge never leaves the 0 e- peak empty (under 1 %) with 5 % at 1 e-.
+    """
+    levels = np.round(electrons)
+    finite = np.maximum(np.count_nonzero(np.isfinite(electrons), axis=axis), 1)
+
+    def share(level):
+        return np.count_nonzero(levels == level, axis=axis) / finite
+
+    shift = np.zeros(finite.shape)
+    for _ in range(3):
+        below = share(shift[:, None] - 1 if axis == 1 else shift[None, :] - 1) >= populated
+        if not below.any():
+            break
+        shift -= below
+    above = (share(0) < empty) & (share(1) >= populated) & (shift == 0)
+    return shift + above
 
 
 def _spread_follows_level(level, spread, noise):
@@ -122,7 +230,8 @@ def subtract_zero(image, segments, *, row_window=15):
     """The image minus the zero of every amplifier segment, and the noise of each segment.
 
     The zero of a segment is its per-row pedestal (:func:`ccdseg.calib.background.row_pedestal`, on
-    the segment's columns only) plus its column baseline (:func:`column_baseline`, where significant).
+    the segment's columns only) plus its column baseline (:func:`column_baseline`, where significant),
+    refined to each column's electron comb (:func:`comb_offsets`) where single-electron peaks are resolved.
 
     Parameters
     ----------
@@ -149,9 +258,14 @@ def subtract_zero(image, segments, *, row_window=15):
         block -= row_pedestal(block, row_window)[:, None]
         sigma = robust_sigma(block[sample_rows(block.shape)])
         baseline = column_baseline(block, sigma)
-        if baseline is not None:  # and the row pedestal again: the baseline's zero is arbitrary, the rows' is not
+        if baseline is not None:
             block -= baseline[None, :]
-            block -= row_pedestal(block, row_window)[:, None]
+            # under glow the baseline was interpolated from quiet columns; a skipper comb measures it there
+            offsets = _comb_columns(block - row_pedestal(block, row_window)[:, None])
+            if offsets is not None:
+                block -= offsets[None, :]
+                baseline = baseline + offsets
+            block -= row_pedestal(block, row_window)[:, None]  # the baseline's zero is arbitrary, the rows' is not
             sigma = robust_sigma(block[sample_rows(block.shape)])  # the baseline's swing had widened it
         zeroed[segment.rows, segment.cols] = block
         noise.append(sigma)

@@ -20,6 +20,9 @@ MIN_INTEGER_GAIN = 3.0
 MIN_RESOLUTION = 3.0
 #: Largest relative uncertainty of a reported gain.
 MAX_RELATIVE_ERROR = 0.02
+#: Widest a populated upper peak may be, in units of the 0 e- peak's width: every electron peak has the
+#: readout noise, while the level of glow or of a hot column is widened by its shot noise.
+MAX_PEAK_WIDTH_RATIO = 1.5
 
 
 class GainEstimate(NamedTuple):
@@ -148,7 +151,23 @@ def estimate_gain(image, pedestal=None, max_electrons=6, min_peak_pixels=30, min
         except RuntimeError:
             pass  # the comb fit did not converge: the estimate from the peak windows stands
     resolved = estimate.quality >= MIN_RESOLUTION and estimate.error <= MAX_RELATIVE_ERROR * estimate.value
-    return estimate if resolved else None
+    return estimate if resolved and _peaks_alike(centres, counts, offset, estimate) else None
+
+
+def _peaks_alike(centres, counts, offset, estimate, min_pixels=100):
+    """Whether every well-populated peak of the comb is no wider than :data:`MAX_PEAK_WIDTH_RATIO` x the 0 e-.
+
+    Widths are the spread of the histogram within half a gain of each peak. Two levels of a conventional
+    frame (background and a glow band, or a hot column) can pass for a 0 and a 1 e- peak; the upper one is
+    wider by its shot noise.
+    """
+    widths = []
+    for n in range(estimate.n_peaks):
+        window = np.abs(centres - offset - n * estimate.value) < estimate.value / 2
+        if counts[window].sum() >= min_pixels:
+            mean = np.average(centres[window], weights=counts[window])
+            widths.append(np.sqrt(np.average((centres[window] - mean) ** 2, weights=counts[window])))
+    return len(widths) < 2 or max(widths[1:]) <= MAX_PEAK_WIDTH_RATIO * widths[0]
 
 
 def _histogram_edges(lo, hi, step, quantised):
