@@ -22,8 +22,8 @@ from scipy import ndimage
 from ccdseg.calib.background import robust_sigma, row_pedestal, sample_rows
 from ccdseg.calib.gain import estimate_gain
 
-#: Fewest quiet columns for a baseline; columns within half of it beside a column holding charge take their
-#: neighbours' baseline.
+#: Fewest quiet columns for a baseline; columns within half of it beside a column holding charge (which may
+#: hold the faint tail of glow) anchor no interpolation.
 BASELINE_WINDOW = 5
 #: Pixels this many noise sigmas above their column's median are events, left out of the column statistics.
 EVENT_SIGMA = 4.0
@@ -174,7 +174,7 @@ def _lowest_level(electrons, axis, *, populated=0.05, empty=0.01):
 
     shift = np.zeros(finite.shape)
     for _ in range(3):
-        below = share(shift[:, None] - 1 if axis == 1 else shift[None, :] - 1) >= populated
+        below = share(np.expand_dims(shift, axis) - 1) >= populated
         if not below.any():
             break
         shift -= below
