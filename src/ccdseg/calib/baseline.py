@@ -126,8 +126,8 @@ def _unit(values):
     return np.where(size > 0, values / np.where(size > 0, size, 1.0), 1.0)
 
 
-def _comb_columns(block, *, iterations=3):
-    """Column offsets (ADU) of a zeroed skipper block from its comb, None where peaks are not resolved.
+def _comb_columns(sample, *, iterations=3):
+    """Column offsets (ADU) of a zeroed skipper sample of rows from its comb, None where peaks are not resolved.
 
     The row medians and the baseline under glow smear the peaks of the zeroed block, which biases the
     spacing by several per cent; so the gain is measured again on the sample with every row and column
@@ -135,7 +135,6 @@ def _comb_columns(block, *, iterations=3):
     phase error from a wrong gain grows with its electrons. The comb fixes each zero only modulo one
     electron; the whole electrons follow from the 0 e- peak being the lowest one (:func:`_lowest_level`).
     """
-    sample = block[sample_rows(block.shape)]
     # where the zero under glow smears the comb too much, each column on its own median shows it
     medians = _column_quantiles(sample, np.isfinite(sample), (50.0,))[0]
     estimate = estimate_gain(sample) or estimate_gain(sample - medians)
@@ -145,10 +144,11 @@ def _comb_columns(block, *, iterations=3):
         gain = estimate.value
         dim = np.where(np.abs(sample) < (COMB_ELECTRONS + 0.5) * gain, sample, np.nan)
         rows, columns = comb_offsets(dim, gain)
-        estimate = estimate_gain(sample - rows[:, None] - columns[None, :])
+        aligned = sample - rows[:, None] - columns[None, :]
+        estimate = estimate_gain(aligned)
     if estimate is None:
         return None
-    electrons = (sample - rows[:, None] - columns[None, :]) / gain
+    electrons = aligned / gain
     # whole electrons of the columns and rows in turn; only their sum is fixed, and most columns are right
     shifts = np.zeros(electrons.shape[1])
     for _ in range(3):
@@ -260,12 +260,16 @@ def subtract_zero(image, segments, *, row_window=15):
         baseline = column_baseline(block, sigma)
         if baseline is not None:
             block -= baseline[None, :]
+            # and the row pedestal again: the baseline's zero is arbitrary, the rows' is not
+            pedestal = row_pedestal(block, row_window)
             # under glow the baseline was interpolated from quiet columns; a skipper comb measures it there
-            offsets = _comb_columns(block - row_pedestal(block, row_window)[:, None])
+            rows = sample_rows(block.shape)
+            offsets = _comb_columns(block[rows] - pedestal[rows, None])
             if offsets is not None:
                 block -= offsets[None, :]
                 baseline = baseline + offsets
-            block -= row_pedestal(block, row_window)[:, None]  # the baseline's zero is arbitrary, the rows' is not
+                pedestal = row_pedestal(block, row_window)
+            block -= pedestal[:, None]
             sigma = robust_sigma(block[sample_rows(block.shape)])  # the baseline's swing had widened it
         zeroed[segment.rows, segment.cols] = block
         noise.append(sigma)
