@@ -40,6 +40,7 @@ from ccdseg.measure.low_energy import LOW_ENERGY_MAX_E
 from ccdseg.metrics import class_scores, confusion_matrix
 from ccdseg.pipeline.job import process_file
 from ccdseg.sim.config import load_config
+from ccdseg.sim.readout import sawtooth
 from ccdseg.sim.simulate import simulate_image
 from machine import describe  # noqa: E402 (benchmarks are scripts, not a package)
 
@@ -123,11 +124,11 @@ def baseline_tests(tmp):
         confusion = {True: 0, False: 0}
         glowing = []
         for seed in range(N_BASELINE):
-            for sawtooth in (True, False):
+            for with_baseline in (True, False):
                 # the baseline is drawn after everything else: the same seed gives the same charge and labels
-                sim = simulate_image(baseline_config(preset, sawtooth), seed=seed)
-                labels = labels_of(write(tmp / f"b_{preset}_{seed}_{sawtooth}.fits", sim.image), tmp)
-                confusion[sawtooth] = confusion[sawtooth] + confusion_matrix(sim.labels, labels)
+                sim = simulate_image(baseline_config(preset, with_baseline), seed=seed)
+                labels = labels_of(write(tmp / f"b_{preset}_{seed}_{with_baseline}.fits", sim.image), tmp)
+                confusion[with_baseline] = confusion[with_baseline] + confusion_matrix(sim.labels, labels)
             sim = simulate_image(baseline_config(preset, True, glow=False), seed=100 + seed)
             glowing.append(np.mean(labels_of(write(tmp / f"g_{preset}_{seed}.fits", sim.image), tmp) == GLOWING))
         scores = {key: class_scores(value) for key, value in confusion.items()}
@@ -146,16 +147,11 @@ def sample_sawtooth_test(tmp, seed=5):
         ccds = {hdu.name: hdu.data.astype(np.float32) for hdu in hdus[1:]}
     sawed = {}
     for name, image in ccds.items():
-        columns, baseline, start = np.arange(image.shape[1]), np.zeros(image.shape[1]), 0
-        while start < image.shape[1]:
-            period = int(rng.integers(60, 200))
-            tooth = columns[start:start + period] - start
-            baseline[start:start + period] = rng.uniform(0.4, 1.0) * np.exp(-tooth / rng.uniform(20.0, 80.0))
-            start += period
+        baseline = sawtooth(image.shape[1], rng, amplitude_e=(0.4, 1.0), period_px=(60, 200), decay_px=(20.0, 80.0))
         sawed[name] = image + np.float32(SAMPLE_GAIN) * baseline[None, :].astype(np.float32)
     plain = labels_of(SAMPLE, tmp, list(ccds))
-    with_baseline = labels_of(write(tmp / "sample_sawtooth.fits", sawed), tmp, list(ccds))
-    agree = min(np.mean(plain[name] == with_baseline[name]) for name in ccds)
+    labelled = labels_of(write(tmp / "sample_sawtooth.fits", sawed), tmp, list(ccds))
+    agree = min(np.mean(plain[name] == labelled[name]) for name in ccds)
     return [("(b) sample CCDs with a saw-tooth of 0.4-1 e- added", "equal labels, worst CCD", agree, ">= 0.995")]
 
 

@@ -125,6 +125,33 @@ def _faces_start(glow, axis):
     return profile[:half].sum() >= profile[profile.size - half:].sum()
 
 
+def sawtooth(width, rng, *, amplitude_e, period_px, decay_px):
+    """A baseline saw-tooth along a row (e-): teeth that jump up and decay exponentially, one after another.
+
+    Parameters
+    ----------
+    width : int
+        Columns.
+    rng : numpy.random.Generator
+    amplitude_e, period_px, decay_px : (low, high)
+        Ranges of each tooth's jump (e-, uniform), length (px, whole, inclusive) and e-folding length (px).
+
+    Returns
+    -------
+    ndarray (width,)
+    """
+    columns = np.arange(width, dtype=np.float64)
+    baseline = np.zeros(width)
+    start = 0
+    while start < width:
+        period = int(rng.integers(period_px[0], period_px[1] + 1))
+        decay = rng.uniform(*decay_px)
+        tooth = columns[start:start + period] - start
+        baseline[start:start + period] += rng.uniform(*amplitude_e) * np.exp(-tooth / decay)
+        start += period
+    return baseline
+
+
 def _add_readout_effects(sim, det, readout, rng, *, rice_q=0.0):
     """Add one amplifier's baseline, transient, odd columns and quantisation to its simulation, in place."""
     height, width = sim.image.shape
@@ -132,13 +159,8 @@ def _add_readout_effects(sim, det, readout, rng, *, rice_q=0.0):
     columns = np.arange(width, dtype=np.float64)
     baseline = np.zeros(width)
     if readout.sawtooth_e[1] > 0:
-        start = 0
-        while start < width:
-            period = int(rng.integers(readout.sawtooth_period_px[0], readout.sawtooth_period_px[1] + 1))
-            decay = rng.uniform(*readout.sawtooth_decay_px)
-            tooth = columns[start:start + period] - start
-            baseline[start:start + period] += rng.uniform(*readout.sawtooth_e) * np.exp(-tooth / decay)
-            start += period
+        baseline += sawtooth(width, rng, amplitude_e=readout.sawtooth_e, period_px=readout.sawtooth_period_px,
+                             decay_px=readout.sawtooth_decay_px)
     for _ in range(rng.integers(readout.baseline_jumps[0], readout.baseline_jumps[1] + 1)):
         baseline[rng.integers(1, width):] += rng.choice((-1, 1)) * rng.uniform(*readout.jump_e)
     if readout.prescan_transient_e[1] > 0:
