@@ -185,3 +185,27 @@ def test_component_sums_count_and_sum_over_the_components_only():
     sums = component_sums(components, 3, values)
     expected = [np.nansum(values[components == k]) for k in (1, 2, 3)]
     assert sums[0] == 0 and np.allclose(sums[1:], expected)
+
+
+def test_point_depth_follows_the_detectors_diffusion_law():
+    from ccdseg.measure.psf_fit import integrated_gaussian
+    from ccdseg.sim.events import diffusion_sigma_um
+
+    law = (530.0, 8.86e-4)  # the damicm preset's: wider than DAMIC's at the same depth
+    rng = np.random.default_rng(2)
+    depths = np.array([50.0, 200.0, 350.0, 500.0, 650.0])
+    image = np.zeros((40, 200))
+    for k, depth in enumerate(depths):
+        sigma = diffusion_sigma_um(depth, *law) / 15.0
+        image[10:31, 40 * k:40 * k + 21] += integrated_gaussian((21, 21), 1567.0, 10.3, 9.8, sigma, sigma)
+    image = rng.poisson(image) + rng.normal(0, 0.2, image.shape)
+    labels = np.where(image > 3, CLUSTER, BACKGROUND).astype(np.uint8)
+    table = find_clusters(image, labels, gain=1.0, pedestal=0.0, diffusion=law)
+    default = find_clusters(image, labels, gain=1.0, pedestal=0.0)
+    order = np.argsort(table["x"])
+    assert list(table["kind"][order]) == ["point"] * 5
+    depth, error = np.asarray(table["depth_um"][order]), np.asarray(table["depth_err_um"][order])
+    print(f"depth {np.round(depth)} +- {np.round(error)} um for {depths}")
+    assert np.all(np.abs(depth - depths) < 3 * error + 20)
+    # DAMIC's law puts every deposit deeper than it is, the back ones beyond the CCD
+    assert np.all(np.asarray(default["depth_um"][order])[1:] > depths[1:] + 50)

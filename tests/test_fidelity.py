@@ -28,6 +28,21 @@ def test_point_gaussian_fit_is_unbiased_with_calibrated_errors():
     assert np.median([f.chi2_dof for f in fits]) == pytest.approx(1.0, abs=0.15)
 
 
+def test_point_fit_of_a_deposit_narrower_than_a_pixel_keeps_its_charge():
+    # a front-side X-ray: nearly all of it in one pixel; a fit started a pixel wide used to slide to no charge
+    rng = np.random.default_rng(5)
+    stamps, widths = [], rng.uniform(0.1, 0.35, 60)
+    for sigma in widths:
+        x, y = rng.uniform(4.5, 5.5, 2)
+        stamps.append(rng.poisson(integrated_gaussian((11, 11), 1500.0, x, y, sigma, sigma) + 0.9)
+                      + rng.normal(0, 0.15, (11, 11)))
+    fits = fit_point_gaussians(stamps, noise_e=0.15, dark_e=0.9)
+    charge = np.array([f.amplitude_e for f in fits])
+    assert np.all(np.abs(charge / 1500 - 1) < 0.08)
+    assert np.all(np.array([f.sigma for f in fits]) < 0.45)
+    assert np.median([f.chi2_dof for f in fits]) == pytest.approx(1.0, abs=0.2)
+
+
 def test_batched_point_fits_equal_single_fits():
     rng = np.random.default_rng(4)
     stamps = [rng.poisson(integrated_gaussian((h, w), 800.0, w / 2 - 0.3, h / 2 + 0.2, 0.9, 1.1) + 0.5)

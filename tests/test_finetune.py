@@ -8,10 +8,11 @@ import torch
 from ccdseg import io
 from ccdseg.calib.gain import resolve_gain
 from ccdseg.classes import IGNORE
+from ccdseg.errors import ConfigError
 from ccdseg.nn import losses
 from ccdseg.nn.dataset import image_tiles
 from ccdseg.nn.model import load_model
-from ccdseg.nn.train import evaluate, scores, train
+from ccdseg.nn.train import evaluate, make_batch, scores, train
 from ccdseg.nn.train_config import load_train_config
 from ccdseg.sim.paste import paste_events
 from ccdseg.sim.truth import write_simulation
@@ -52,11 +53,16 @@ def runs(tmp_path_factory):
     frozen = train(load_train_config(TINY, epochs=1, steps_per_epoch=3, init=str(base), freeze_encoder=True,
                                      train_dir=str(root / "pasted"), out=str(root / "frozen.pt"), **SMALL),
                    progress=False)
-    return base, tuned, frozen, frames
+    # the same short fine-tune with and without the term that keeps the start model's probabilities
+    kept = {name: train(load_train_config(TINY, epochs=1, steps_per_epoch=4, init=str(base), lr=3e-3, distill=distill,
+                                          train_dir=str(root / "pasted"), out=str(root / f"{name}.pt"), **SMALL),
+                        progress=False)
+            for name, distill in (("free", 0.0), ("distilled", 50.0))}
+    return base, tuned, frozen, frames, kept
 
 
 def test_finetuning_on_pasted_real_frames_improves_cluster_f1(runs):
-    base, tuned, _, frames = runs
+    base, tuned, _, frames, _ = runs
     # held out: another CCD of the module and seeds never used in training
     tiles = pasted_tiles(frames["CCD_C"], seed=99)
     before, after = cluster_f1(base, tiles), cluster_f1(tuned, tiles)
@@ -65,7 +71,7 @@ def test_finetuning_on_pasted_real_frames_improves_cluster_f1(runs):
 
 
 def test_init_records_parent_and_keeps_its_architecture(runs):
-    base, tuned, _, _ = runs
+    base, tuned, _, _, _ = runs
     parent, child = load_model(base), load_model(tuned)
     assert child.arch == parent.arch and child.normalization == parent.normalization
     facts = child.metadata["parent"]
@@ -77,10 +83,28 @@ def test_init_records_parent_and_keeps_its_architecture(runs):
 
 
 def test_freeze_encoder_changes_only_the_decoder(runs):
-    base, _, frozen, _ = runs
+    base, _, frozen, _, _ = runs
     before, after = load_model(base).net.state_dict(), load_model(frozen).net.state_dict()
     encoder = [key for key in before if key.startswith("encoder.")]
     others = [key for key in before if not key.startswith("encoder.")]
     assert encoder and others
     assert all(torch.equal(before[key], after[key]) for key in encoder)
     assert sum(not torch.equal(before[key], after[key]) for key in others) == len(others)
+
+
+def test_distill_keeps_the_start_models_probabilities(runs):
+    base, _, _, frames, kept = runs
+    models = {name: load_model(path) for name, path in {"base": base, **kept}.items()}
+    config = load_train_config(TINY, normalization=models["base"].normalization, **SMALL)
+    x, _ = make_batch(zip(*(part[:8] for part in pasted_tiles(frames["CCD_C"], seed=98)), strict=True), config, None,
+                      "cpu")
+    with torch.no_grad():
+        logits = {name: model.net.eval()(x) for name, model in models.items()}
+    drift = {name: losses.distillation_loss(logits[name], logits["base"]).item() for name in kept}
+    print(f"KL from the start model: {drift}")
+    assert drift["distilled"] < 0.5 * drift["free"]
+
+
+def test_distill_needs_a_start_model():
+    with pytest.raises(ConfigError, match="distill"):
+        load_train_config(TINY, distill=1.0)

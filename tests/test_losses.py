@@ -12,6 +12,7 @@ from ccdseg.nn.losses import (
     class_weights,
     class_weights_from_counts,
     dice_loss,
+    distillation_loss,
     focal_loss,
     make_loss,
     weighted_cross_entropy,
@@ -123,3 +124,13 @@ def test_bf16_logits_are_computed_in_float32():
     value = weighted_cross_entropy(logits.to(torch.bfloat16), labels)
     assert value.dtype == torch.float32
     assert value.item() == pytest.approx(weighted_cross_entropy(logits, labels).item(), rel=0.02)
+
+
+def test_distillation_loss_is_the_kl_divergence_from_the_teacher():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 4, 5, 5), torch.randn(2, 4, 5, 5)
+    assert distillation_loss(teacher, teacher).item() == pytest.approx(0.0, abs=1e-7)
+    expected = F.kl_div(F.log_softmax(student, 1), F.log_softmax(teacher, 1), log_target=True,
+                        reduction="none").sum(1).mean()
+    assert distillation_loss(student, teacher).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert distillation_loss(student, teacher).item() > 0

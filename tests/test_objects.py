@@ -29,18 +29,34 @@ def test_cluster_crossing_a_line_stays_cluster():
 def test_glow_halo_goes_and_real_glow_stays():
     labels = np.zeros((80, 80), np.uint8)
     labels[8:13, 8:13] = CLUSTER
-    labels[7, 7:14] = GLOWING             # a thin ring piece hugging the cluster
+    labels[7, 7:20] = GLOWING             # a thin ring piece hugging the cluster
     labels[10, 10] = HOT_PIXEL            # a fragment inside the cluster
     labels[40:70, 30:70] = GLOWING        # a real glow region...
     labels[50:53, 50:53] = CLUSTER        # ...with a cluster in it
     probabilities = np.zeros((4, 80, 80))
-    probabilities[HOT_PIXEL, 7, 7] = 1.0  # the network's second choice decides between background and hot
+    probabilities[HOT_PIXEL, 7, 19] = 1.0  # the network's second choice decides between background and hot
     out = resolve_objects(labels)
-    assert np.all(out[7, 7:14] == BACKGROUND)
+    assert np.all(out[7, 7:20] == BACKGROUND)
     assert out[10, 10] == CLUSTER
     assert (out[40:70, 30:70] == GLOWING).sum() == 30 * 40 - 9
     out = resolve_objects(labels, probabilities)
-    assert out[7, 7] == HOT_PIXEL and np.all(out[7, 8:14] == BACKGROUND)
+    assert out[7, 19] == HOT_PIXEL and np.all(out[7, 7:19] == BACKGROUND)
+    probabilities[HOT_PIXEL, 7, 7] = 1.0  # hot, but beside the cluster: a piece of it
+    assert resolve_objects(labels, probabilities)[7, 7] == CLUSTER
+
+
+def test_hot_fragment_joins_a_cluster_several_times_its_size():
+    labels = np.zeros((40, 40), np.uint8)
+    labels[5, 5] = HOT_PIXEL              # a bright core called hot...
+    labels[4:7, 6:8] = CLUSTER            # ...with its 6-pixel wing called cluster
+    labels[20, 20] = HOT_PIXEL            # a hot pixel beside a one-pixel "cluster"
+    labels[20, 21] = CLUSTER
+    labels[30:33, 5:7] = HOT_PIXEL        # a 6-pixel hot piece: more than a fragment
+    labels[30:35, 7:12] = CLUSTER
+    out = resolve_objects(labels)
+    assert out[5, 5] == CLUSTER
+    assert out[20, 20] == HOT_PIXEL and out[20, 21] == CLUSTER
+    assert np.all(out[30:33, 5:7] == HOT_PIXEL)
 
 
 def test_resolve_objects_rejects_bad_options():

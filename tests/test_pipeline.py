@@ -87,7 +87,8 @@ def test_damicm_sample_end_to_end(damicm_sample, tiny_model, tmp_path):
 
 def test_single_image_contract(tiny_model, tmp_path):
     path = _write_image(tmp_path / "run7.fits.gz", GAIN=2.5, OBSERVER="me")
-    result = process_file(path, tmp_path / "out", model=tiny_model, probabilities=True, find="cluster")
+    result = process_file(path, tmp_path / "out", model=tiny_model, probabilities=True, find="cluster",
+                          diffusion=(530, 8.86e-4))
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["run7_seg.fits", "run7_clusters.csv", "run7_clusters.reg", "run7.png", "run7_find_cluster.png",
@@ -100,6 +101,7 @@ def test_single_image_contract(tiny_model, tmp_path):
         assert probabilities.shape == (4, 70, 90) and probabilities.dtype == np.dtype(">f4")
         np.testing.assert_array_equal(seg["LABELS"].data, np.argmax(probabilities, axis=0))
         clusters = Table.read(seg["CLUSTERS"])
+        assert (seg["CLUSTERS"].header["DIFFA"], seg["CLUSTERS"].header["DIFFB"]) == (530.0, 8.86e-4)
         assert set(clusters["hdu"]) <= {"0"}
         np.testing.assert_allclose(clusters["charge_e"], clusters["charge_adu"] / 2.5)
         labels = seg["LABELS"].data
@@ -183,6 +185,9 @@ def test_classical_method_needs_no_torch(tmp_path):
         process_file(path, tmp_path / "out2", method="classical", probabilities=True)
     with pytest.raises(ConfigError, match="cluster_threshold"):
         process_file(path, tmp_path / "out2", method="classical", cluster_threshold=0.1)
+    for law in ((530.0,), (530.0, -1e-3), (np.nan, 1e-3), ("a", "b")):
+        with pytest.raises(ConfigError, match="diffusion must be two positive numbers"):
+            process_file(path, tmp_path / "out2", method="classical", diffusion=law)
 
 
 def _cli(argv):

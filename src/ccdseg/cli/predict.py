@@ -1,5 +1,6 @@
 """``ccdseg predict``: segment FITS files and write labels, cluster catalogues and figures."""
 
+import argparse
 import sys
 
 from ccdseg.classes import NAMES
@@ -57,6 +58,10 @@ def register(subparsers):
     parser.add_argument("--no-particles", action="store_true",
                         help="leave the catalogue's particle columns (kind, point fit, muon track) empty: the "
                              "point fits take ~13 ms per point-like cluster")
+    parser.add_argument("--diffusion", type=_law, metavar="A,B",
+                        help="the detector's diffusion law sigma^2(z) = -A ln(1 - b z), A in um^2 and b in 1/um "
+                             "(from `ccdseg calibrate-diffusion`), for the points' depth_um (default DAMIC's "
+                             "216.2,8.86e-4)")
     parallel = parser.add_mutually_exclusive_group()
     parallel.add_argument("--workers", type=int, metavar="N",
                           help="segment the files in parallel on a local Dask cluster of N processes "
@@ -70,6 +75,15 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
+def _law(text):
+    """``"A,B"`` -> (A, B) as floats, for argparse."""
+    try:
+        a, b = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected A,B (two numbers), got {text!r}") from None
+    return a, b
+
+
 def run(args):
     """Segment the inputs; returns the exit code (1 when a file failed)."""
     from ccdseg.pipeline.batch import split_derived
@@ -81,7 +95,8 @@ def run(args):
                              gain=args.gain, device=args.device, engine=args.engine, precision=args.precision,
                              tile_size=args.tile_size, cluster_threshold=args.cluster_threshold,
                              overwrite=args.overwrite, skip_existing=args.skip_existing, run_mask=args.run_mask,
-                             amplifiers=args.amplifiers, particles=not args.no_particles)
+                             amplifiers=args.amplifiers, particles=not args.no_particles,
+                             diffusion=args.diffusion)
     inputs, derived = split_derived(args.inputs)
     if derived:
         print(f"skipping {len(derived)} file(s) named *_truth or *_seg (simulation truth or ccdseg outputs, "

@@ -80,7 +80,7 @@ def saturated_pixels(image, header=None):
 
 
 def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, hdu="", connectivity=2,
-                  ev_per_pair=ClusterConfig.ev_per_pair, saturated=None, particles=True):
+                  ev_per_pair=ClusterConfig.ev_per_pair, saturated=None, particles=True, diffusion=None):
     """Catalogue the connected components of the cluster class, one row per cluster.
 
     Parameters
@@ -108,6 +108,8 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
     particles : bool
         Fill the particle columns (kind, point fit, muon track; :mod:`ccdseg.measure.particles`) when the
         gain is known; False leaves them empty (for groups of a few electrons, which have no shape).
+    diffusion : (float, float), optional
+        A (µm²) and b (1/µm) of the diffusion law that gives ``depth_um``; default DAMIC's.
 
     Returns
     -------
@@ -191,7 +193,8 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
         charge_image /= np.float32(gain)
         rows = sample_rows(image.shape)  # the one row sampler: a noise to a fraction of a per cent, not a full pass
         noise_e = robust_sigma(charge_image[rows][labels[rows] == BACKGROUND])
-        columns.update(particle_columns(charge_image, components, n, noise_e=noise_e, ev_per_pair=ev_per_pair))
+        columns.update(particle_columns(charge_image, components, n, noise_e=noise_e, ev_per_pair=ev_per_pair,
+                                        diffusion=diffusion))
     else:
         columns.update({name: np.full(n, "" if name == "kind" else np.nan) for name in PARTICLE_COLUMNS})
     charged = charge > 0

@@ -76,7 +76,12 @@ def _model_and_jacobian(shape, params):
     return a * unit, jacobian
 
 
-def fit_point_gaussian(stamp, *, noise_e, dark_e=0.0, mask=None, sigma0=1.0, max_sigma=10.0):
+#: Starting widths (px): the fit starts from each and keeps the best. A deposit that nearly fills one pixel
+#: (a front-side X-ray, σ ≈ 0.1-0.3 px), started a pixel wide, can slide to zero charge instead.
+SIGMA_STARTS = (0.25, 1.0, 2.5)
+
+
+def fit_point_gaussian(stamp, *, noise_e, dark_e=0.0, mask=None, sigma0=SIGMA_STARTS, max_sigma=10.0):
     """Fit a pixel-integrated 2-D Gaussian on a flat dark level to a stamp in electrons.
 
     One stamp of :func:`fit_point_gaussians`; see there.
@@ -89,7 +94,7 @@ def fit_point_gaussian(stamp, *, noise_e, dark_e=0.0, mask=None, sigma0=1.0, max
                                sigma0=sigma0, max_sigma=max_sigma)[0]
 
 
-def fit_point_gaussians(stamps, *, noise_e, dark_e=0.0, masks=None, sigma0=1.0, max_sigma=10.0):
+def fit_point_gaussians(stamps, *, noise_e, dark_e=0.0, masks=None, sigma0=SIGMA_STARTS, max_sigma=10.0):
     """Fit a pixel-integrated 2-D Gaussian on a flat dark level to each of many stamps in electrons.
 
     Weighted least squares by Levenberg-Marquardt with the exact Jacobian, all stamps of a size bucket
@@ -108,8 +113,9 @@ def fit_point_gaussians(stamps, *, noise_e, dark_e=0.0, masks=None, sigma0=1.0, 
         Mean dark charge per pixel (e-/pix); held fixed as the background level.
     masks : sequence of ndarray (H, W) of bool, optional
         Pixels of each stamp to fit (e.g. leaving out a neighbouring cluster); default all finite pixels.
-    sigma0 : float
-        Starting width (px); the start of the centre is the charge-weighted centroid.
+    sigma0 : float or sequence of float
+        Starting widths (px); the fit starts from each and keeps the one of least χ². The centre
+        starts at the charge-weighted centroid.
     max_sigma : float
         Upper bound of the widths (px).
 
@@ -192,13 +198,18 @@ def _fit_bucket(signal, use, extent, noise_e, dark_e, sigma0, max_sigma):
     x0, y0 = (weight * cols).sum(axis=(1, 2)) / norm, (weight * rows).sum(axis=(1, 2)) / norm
     low = np.broadcast_to([0.0, -0.5, -0.5, 0.05, 0.05], (len(signal), 5))
     high = np.column_stack([np.full(len(signal), np.inf), extent - 0.5, np.full((len(signal), 2), max_sigma)])
-    params = np.clip(np.column_stack([total, x0, y0, np.full((len(signal), 2), sigma0)]), low + 1e-6, high - 1e-6)
-    expected = weight
-    for _ in range(2):
-        # at least the 1/12 e-^2 of whole electrons, so a noiseless, dark-free pixel still has a weight
-        inverse_sigma = np.where(use, 1.0 / np.sqrt(np.maximum(noise_e ** 2 + dark_e + expected, 1.0 / 12.0)), 0.0)
-        params, converged = _levenberg_marquardt(signal, inverse_sigma, params, low, high)
-        residual, jacobian, expected = _weighted(signal, inverse_sigma, params)
+    # weights from the data first (which favour downward fluctuations), then once more from the fitted model
+    inverse_sigma = _inverse_sigma(use, noise_e, dark_e, weight)
+    params, best_cost = None, np.full(len(signal), np.inf)
+    for start in np.atleast_1d(sigma0):
+        trial = np.clip(np.column_stack([total, x0, y0, np.full((len(signal), 2), start)]), low + 1e-6, high - 1e-6)
+        trial = _levenberg_marquardt(signal, inverse_sigma, trial, low, high)[0]
+        cost = (_weighted(signal, inverse_sigma, trial)[0] ** 2).sum(axis=1)
+        params = trial if params is None else np.where((cost < best_cost)[:, None], trial, params)
+        best_cost = np.minimum(cost, best_cost)
+    inverse_sigma = _inverse_sigma(use, noise_e, dark_e, _weighted(signal, inverse_sigma, params)[2])
+    params, converged = _levenberg_marquardt(signal, inverse_sigma, params, low, high)
+    residual, jacobian, _ = _weighted(signal, inverse_sigma, params)
     dof = np.maximum(use.sum(axis=(1, 2)) - 5, 1)
     chi2_dof = (residual ** 2).sum(axis=1) / dof
     curvature = np.einsum("bpk,bpl->bkl", jacobian, jacobian)
@@ -210,6 +221,11 @@ def _fit_bucket(signal, use, extent, noise_e, dark_e, sigma0, max_sigma):
         fits[index] = PointFit(*(float(v) for v in params[k]), *(float(e) for e in errors[k]), float(chi2_dof[k]),
                                bool(converged[k]))
     return fits
+
+
+def _inverse_sigma(use, noise_e, dark_e, expected):
+    """1/σ of each fitted pixel: readout noise, shot noise of dark and signal, at least 1/12 e-² (0 when unused)."""
+    return np.where(use, 1.0 / np.sqrt(np.maximum(noise_e ** 2 + dark_e + expected, 1.0 / 12.0)), 0.0)
 
 
 def _weighted(signal, inverse_sigma, params):

@@ -180,6 +180,23 @@ def dice_loss(logits, labels, ignore_index=IGNORE, smooth=1.0):
     return 1.0 - ((2.0 * intersection + smooth) / (total + smooth)).mean()
 
 
+def distillation_loss(logits, teacher_logits):
+    """Mean per-pixel KL divergence of the probabilities of ``logits`` from those of ``teacher_logits``.
+
+    Parameters
+    ----------
+    logits, teacher_logits : Tensor (N, C, H, W)
+        The network being trained and the fixed model it should stay close to.
+
+    Returns
+    -------
+    Tensor (scalar)
+        0 when both give the same probabilities; in nats per pixel.
+    """
+    log_p, log_q = F.log_softmax(logits.float(), dim=1), F.log_softmax(teacher_logits.float(), dim=1)
+    return (log_q.exp() * (log_q - log_p)).sum(1).mean()
+
+
 def make_loss(name="ce", weights=None, ignore_index=IGNORE, gamma=2.0):
     """The training loss by name, as a function ``loss(logits, labels) -> scalar Tensor``.
 

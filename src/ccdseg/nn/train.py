@@ -311,6 +311,7 @@ def train(config, resume=None, progress=True):
     metadata = {"train_config": config.to_dict(), "class_weights": None if weights is None else weights.tolist()}
     if parent is not None:
         metadata["parent"] = parent_facts(parent)
+    teacher = make_teacher(config, parent, device)
 
     for epoch in range(start_epoch, config.epochs):
         if config.patience and stale >= config.patience:
@@ -319,7 +320,7 @@ def train(config, resume=None, progress=True):
         tiles = training_tiles(config, _sequence(config.seed + rank, 0, epoch), pairs)
         rng = np.random.default_rng(_sequence(config.seed + rank, 3, epoch)) if config.augment else None
         train_loss, lr = train_epoch(forward, optimizer, loss_fn, tiles, rng, epoch, config, device,
-                                     progress=talk)
+                                     progress=talk, teacher=teacher)
 
         # validation, log, best model, resume file
         val_loss, val_matrix, _ = evaluate(net, val_tiles, config, loss_fn, device)
@@ -384,14 +385,27 @@ def make_net(config, parent, device):
     return net.to(device).to(memory_format=torch.channels_last)
 
 
+def make_teacher(config, parent, device):
+    """The fixed start model whose probabilities the ``distill`` term keeps (None without it)."""
+    if not config.distill:
+        return None
+    teacher = build_model(config.arch)
+    teacher.load_state_dict(parent.net.state_dict())
+    teacher.requires_grad_(False)
+    return teacher.to(device).to(memory_format=torch.channels_last).eval()
+
+
 def make_optimizer(parameters, config):
     """The optimiser ``config.optimizer`` of ``parameters``, at ``config.lr`` and ``config.weight_decay``."""
     kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adadelta
     return kind(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def train_epoch(forward, optimizer, loss_fn, tiles, rng, epoch, config, device, progress=True):
-    """One epoch of ``config.steps_per_epoch`` optimiser steps; returns the mean training loss and the last rate."""
+def train_epoch(forward, optimizer, loss_fn, tiles, rng, epoch, config, device, progress=True, teacher=None):
+    """One epoch of ``config.steps_per_epoch`` optimiser steps; returns the mean training loss and the last rate.
+
+    With a ``teacher`` (:func:`make_teacher`) the loss adds ``config.distill`` times the distillation term.
+    """
     total_steps = config.epochs * config.steps_per_epoch
     running_loss, matrix = 0.0, torch.zeros(N_CLASSES, N_CLASSES, dtype=torch.long, device=device)
     bar = tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
@@ -403,6 +417,10 @@ def train_epoch(forward, optimizer, loss_fn, tiles, rng, epoch, config, device, 
         x, y = make_batch(itertools.islice(tiles, config.batch_size), config, rng, device)
         logits = forward(x)
         loss = loss_fn(logits, y)
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_logits = teacher(x)
+            loss = loss + config.distill * losses.distillation_loss(logits, teacher_logits)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -75,6 +75,10 @@ class TrainConfig:
         its architecture and normalisation replace ``arch`` and ``normalization``.
     freeze_encoder : bool
         Keep the encoder's weights of the ``init`` model fixed; only the decoder learns.
+    distill : float
+        Weight of a term that keeps the class probabilities close to those of the ``init`` model
+        (the mean per-pixel KL divergence; "learning without forgetting", Li & Hoiem 2017): a
+        fine-tune learns new data without unlearning what the start model got right. 0: off.
     val_fraction : float
     augment : bool
         Random flips/rotations and readout jitter (gain, pedestal, noise) of training tiles.
@@ -119,6 +123,7 @@ class TrainConfig:
     sources: dict = dataclasses.field(default_factory=dict)
     init: str | None = None
     freeze_encoder: bool = False
+    distill: float = 0.0
     val_fraction: float = dataset.VAL_FRACTION
     augment: bool = True
     normalization: dict = dataclasses.field(default_factory=dict)
@@ -146,7 +151,7 @@ _RULES = (
     ("select_metric", one_of(("cluster_f1", "mean_f1"))),
     ("device", one_of(("auto", "cpu", "cuda"))),
     ("tile_size sim_size batch_size steps_per_epoch epochs weight_tiles val_tiles test_tiles lr", POSITIVE),
-    ("weight_decay warmup_steps patience num_threads min_lr_ratio", NON_NEGATIVE),
+    ("weight_decay warmup_steps patience num_threads min_lr_ratio distill", NON_NEGATIVE),
     ("val_fraction", interval("(0, 1)")),
     ("readout_share", interval("[0, 1]")),
 )
@@ -202,6 +207,8 @@ def validate_train_config(values):
     _check_shares(config)
     if config.freeze_encoder and not config.init:
         raise ConfigError("freeze_encoder = true: needs init, the model whose encoder to keep")
+    if config.distill and not config.init:
+        raise ConfigError(f"distill = {config.distill}: needs init, the model whose probabilities to keep")
     return config
 
 

@@ -78,6 +78,7 @@ from ccdseg.io.atomic import atomic_paths, recover_group
 from ccdseg.io.regions import region_file_text
 from ccdseg.measure import catalog
 from ccdseg.measure.catalog import saturated_pixels
+from ccdseg.measure.diffusion import DAMIC_A_UM2, DAMIC_B_PER_UM
 from ccdseg.measure.mask import mask_hdu
 from ccdseg.measure.objects import resolve_objects
 from ccdseg.measure.run_mask import apply_run_mask, read_run_mask
@@ -398,13 +399,16 @@ def _probabilities_header():
     return header
 
 
-def _clusters_hdu(table):
+def _clusters_hdu(table, diffusion):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The unit 'electron' could not be saved")
         clusters = fits.table_to_hdu(table)
     for name in _ELECTRON_COLUMNS:
         clusters.header[f"TUNIT{table.colnames.index(name) + 1}"] = "electron"
     clusters.name = "CLUSTERS"
+    a_um2, b_per_um = diffusion or (DAMIC_A_UM2, DAMIC_B_PER_UM)
+    clusters.header["DIFFA"] = (a_um2, "[um2] A of the diffusion law of depth_um")
+    clusters.header["DIFFB"] = (b_per_um, "[1/um] b of sigma^2(z) = -A ln(1 - b z)")
     return clusters
 
 
@@ -429,7 +433,7 @@ def _process(path, images, primary, paths, model, options, progress=False):
         used_gain, source = resolve_gain(data, (image.header, primary), options.gain, segments=segments)
         tables.append(catalog.find_clusters(measured, labels, probabilities=probs, gain=used_gain, pedestal=pedestal,
                                             hdu=image.label, saturated=saturated_pixels(image.data, image.header),
-                                            particles=options.particles))
+                                            particles=options.particles, diffusion=options.diffusion))
         del measured
         suffix = "" if single else f"_{image.label}"
         header = _labels_header(image, used_gain, source)
@@ -465,7 +469,8 @@ def _process(path, images, primary, paths, model, options, progress=False):
     summary = summary_table(summaries)
     summary_hdu = fits.table_to_hdu(summary)
     summary_hdu.name = "SUMMARY"
-    hdulist = fits.HDUList([provenance, *label_hdus, *prob_hdus, _clusters_hdu(table), *mask_hdus, summary_hdu])
+    hdulist = fits.HDUList([provenance, *label_hdus, *prob_hdus, _clusters_hdu(table, options.diffusion), *mask_hdus,
+                            summary_hdu])
 
     with atomic_paths(paths, options.overwrite) as temps:
         hdulist.writeto(temps["seg"], overwrite=True, checksum=True)

@@ -4,6 +4,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ccdseg.calib.amplifiers import parse_layout
 from ccdseg.calib.gain import check_gain
 from ccdseg.classes import class_id
@@ -59,6 +61,10 @@ class ProcessOptions:
     particles : bool
         Fill the catalogue's particle columns (kind, point fit, muon track) when the gain is known.
         The point fits cost ~13 ms per point-like cluster; False skips them for bulk runs.
+    diffusion : (float, float), optional
+        A (µm²) and b (1/µm) of the detector's diffusion law σ²(z) = -A ln(1 - b z), which turns a point's
+        fitted width into its depth (``depth_um``); fit it with ``ccdseg calibrate-diffusion``. Default
+        DAMIC's (:data:`ccdseg.measure.diffusion.DAMIC_A_UM2`, ``DAMIC_B_PER_UM``).
     objects : bool
         Make the labels consistent objects (:func:`ccdseg.measure.objects.resolve_objects`) before the
         catalogue: on the benchmark set it raises the hot-pixel and cluster F1 and lowers no class.
@@ -85,6 +91,7 @@ class ProcessOptions:
     amplifiers: str = "auto"
     objects: bool = True
     particles: bool = True
+    diffusion: tuple | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -106,6 +113,12 @@ class ProcessOptions:
         if isinstance(self.tile_size, bool) or not isinstance(self.tile_size, int) or self.tile_size < 1:
             raise ConfigError(f"tile size must be a positive whole number of pixels, got {self.tile_size!r}")
         object.__setattr__(self, "gain", check_gain(self.gain))
+        if self.diffusion is not None:
+            law = tuple(self.diffusion)
+            if len(law) != 2 or not all(isinstance(v, (int, float)) and np.isfinite(v) and v > 0 for v in law):
+                raise ConfigError(f"diffusion must be two positive numbers (A in um^2, b in 1/um), got "
+                                  f"{self.diffusion!r}")
+            object.__setattr__(self, "diffusion", tuple(float(v) for v in law))
         if self.run_mask is not None and not Path(self.run_mask).is_file():
             raise ConfigError(f"run_mask: {self.run_mask}: no such file")
         parse_layout(self.amplifiers)
