@@ -10,7 +10,8 @@ full-batch Adam on the cross-entropy with class weights 1/sqrt(frequency) (rare 
 pushing every ambiguous cluster to them).
 
 Scoring: the benchmark set (``ccdseg evaluate --make-benchmark DIR``) labelled as the pipeline does
-(the shipped U-Net, then :func:`ccdseg.measure.objects.resolve_objects`); each predicted cluster takes
+(the shipped U-Net, then :func:`ccdseg.measure.objects.resolve_objects`), its clusters split as the
+catalogue splits them (:func:`ccdseg.measure.split.split_clusters`); each predicted cluster takes
 the kind of the event owning most of its truth pixels; clusters without truth pixels are left out. The
 benchmark set draws the presets' few muons and alphas (about one alpha per preset), too few to measure
 their accuracy; a rare-kind set per preset (``--rare-images`` frames of 512 x 512 with the training's
@@ -38,6 +39,7 @@ from ccdseg.classes import CLUSTER
 from ccdseg.evaluate.evaluation import find_images
 from ccdseg.measure.kinds import FEATURES, KINDS, SIM_KINDS, KindModel, cluster_features, load_kind_model
 from ccdseg.measure.sections import structure
+from ccdseg.measure.split import split_clusters
 from ccdseg.sim.benchmark import BENCHMARK_PRESETS
 from ccdseg.sim.config import load_config
 from ccdseg.sim.simulate import simulate_image
@@ -53,14 +55,19 @@ DIFFUSION_A_UM2 = (100.0, 700.0)
 PURITY = 0.8
 
 
-def labelled_clusters(charge_e, labels, ids, truth, purity=0.0):
+def labelled_clusters(charge_e, labels, ids, truth, purity=0.0, split_model=None):
     """Features and true kind of the main clusters of ``labels``.
+
+    With ``split_model`` the clusters are first split as the catalogue splits them
+    (:func:`ccdseg.measure.split.split_clusters` with that kind model).
 
     A cluster counts when one event owns at least ``purity`` of its truth pixels and the cluster holds at
     least half of that event's truth pixels (its main piece: the few-pixel fragments that a faint track
     end leaves carry no shape, and each event is scored once).
     """
     components, n = ndimage.label(labels == CLUSTER, structure=structure(2))
+    if split_model is not None:
+        components, n = split_clusters(charge_e, components, n, model=split_model)
     features = cluster_features(charge_e, components, n)
     owned = (components > 0) & (ids > 0)
     pairs, counts = np.unique(np.stack([components[owned], ids[owned]]), axis=1, return_counts=True)
@@ -155,8 +162,9 @@ def score_set(model, title, images):
     per_labels = {"true labels": ([], []), "pipeline labels (U-Net + objects)": ([], [])}
     for image, labels, ids, truth, gain in images:
         charge_e = (image - row_pedestal(image)[:, None]) / gain
-        for name, source in (("true labels", labels), ("pipeline labels (U-Net + objects)", benchmark_label(image))):
-            fx, fy = labelled_clusters(charge_e, source, ids, truth)
+        for name, source, split_model in (("true labels", labels, None),
+                                          ("pipeline labels (U-Net + objects)", benchmark_label(image), model)):
+            fx, fy = labelled_clusters(charge_e, source, ids, truth, split_model=split_model)
             per_labels[name][0].append(fx)
             per_labels[name][1].append(fy)
     sections = []

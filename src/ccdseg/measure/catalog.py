@@ -14,8 +14,10 @@ from ccdseg.calib.background import pedestal_array, robust_sigma, sample_rows
 from ccdseg.checks import check_image
 from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
 from ccdseg.errors import ConfigError
+from ccdseg.measure.kinds import load_kind_model
 from ccdseg.measure.particles import PARTICLE_COLUMNS, particle_columns
 from ccdseg.measure.sections import structure
+from ccdseg.measure.split import split_clusters
 from ccdseg.sim.config import ClusterConfig
 
 #: Catalogue schema: name -> (dtype, unit, description). Fixed, so CSV/FITS readers can rely on it.
@@ -107,7 +109,9 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
         Pixels at the ADC limit or full well (:func:`saturated_pixels`); gives the ``saturated`` flag.
     particles : bool
         Fill the particle columns (kind, point fit, muon track; :mod:`ccdseg.measure.particles`) when the
-        gain is known; False leaves them empty (for groups of a few electrons, which have no shape).
+        gain is known, after splitting the clusters that hold several events into one row each
+        (:func:`ccdseg.measure.split.split_clusters`: a muon and what touches it, touching points); False
+        leaves them empty and the clusters whole (for groups of a few electrons, which have no shape).
     diffusion : (float, float), optional
         A (µm²) and b (1/µm) of the diffusion law that gives ``depth_um``; default DAMIC's.
 
@@ -130,6 +134,13 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
     pedestal = pedestal_array(image, pedestal)
 
     components, n = ndimage.label(labels == CLUSTER, structure=structure(connectivity))
+    charge_image = None
+    if gain and particles and n:
+        # float32 (a whole frame of it): the splits, fits and shape features convert each cluster's stamp
+        charge_image = image - pedestal.astype(np.float32)
+        charge_image /= np.float32(gain)
+        kind_model = load_kind_model()
+        components, n = split_clusters(charge_image, components, n, model=kind_model)
     if n == 0:
         return _catalog({name: np.zeros(0, dtype=str if name in ("hdu", "kind") else float)
                          for name in CATALOG_COLUMNS})
@@ -187,14 +198,11 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
                       else np.zeros(n, dtype=bool)),
     }
     columns["energy_ev"] = columns["charge_e"] * ev_per_pair
-    if gain and particles:
-        # float32 (a whole frame of it): the fits and shape features convert each cluster's stamp
-        charge_image = image - pedestal.astype(np.float32)
-        charge_image /= np.float32(gain)
+    if charge_image is not None:
         rows = sample_rows(image.shape)  # the one row sampler: a noise to a fraction of a per cent, not a full pass
         noise_e = robust_sigma(charge_image[rows][labels[rows] == BACKGROUND])
         columns.update(particle_columns(charge_image, components, n, noise_e=noise_e, ev_per_pair=ev_per_pair,
-                                        diffusion=diffusion))
+                                        diffusion=diffusion, kind_model=kind_model))
     else:
         columns.update({name: np.full(n, "" if name == "kind" else np.nan) for name in PARTICLE_COLUMNS})
     charged = charge > 0

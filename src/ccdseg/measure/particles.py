@@ -78,7 +78,7 @@ def particle_columns(charge_image, components, n, *, noise_e, ev_per_pair=Cluste
         box = boxes[index]
         if kind[index] == "muon":
             rows, cols = np.nonzero(components[box] == index + 1)
-            charge = np.nan_to_num(charge_image[box][rows, cols])
+            charge = np.nan_to_num(charge_image[box][rows, cols]).astype(np.float64)
             _measure_muon(columns, index, charge, rows, cols, ev_per_pair, pixel_um, thickness_um)
     a_um2, b_per_um = diffusion or (None, None)
     sigma_um = np.sqrt(columns["fit_sigma_x"] * columns["fit_sigma_y"]) * pixel_um
@@ -101,10 +101,21 @@ def _fit_points(columns, points, charge_image, components, boxes, noise_e, ev_pe
 
 
 def _measure_muon(columns, index, charge, rows, cols, ev_per_pair, pixel_um, thickness_um):
-    _, direction, along, _ = track_axis(charge, rows.astype(float), cols.astype(float))
-    length_um = (np.ptp(along) + 1.0) * pixel_um
+    length_um, direction, dedx = track_measures(charge, rows, cols, ev_per_pair=ev_per_pair, pixel_um=pixel_um,
+                                                thickness_um=thickness_um)
     columns["muon_length_um"][index] = length_um
     columns["muon_zenith_deg"][index] = np.degrees(np.arctan2(length_um, thickness_um))
     columns["muon_azimuth_deg"][index] = np.degrees(np.arctan2(direction[0], direction[1])) % 180.0
-    columns["muon_dedx_kev_per_um"][index] = (np.clip(charge, 0, None).sum() * ev_per_pair / 1e3
-                                              / np.hypot(length_um, thickness_um))
+    columns["muon_dedx_kev_per_um"][index] = dedx
+
+
+def track_measures(charge, rows, cols, *, ev_per_pair=ClusterConfig.ev_per_pair, pixel_um=PIXEL_UM,
+                   thickness_um=THICKNESS_UM):
+    """Projected length (µm), direction (dy, dx) and energy per µm of 3-D path (keV/µm) of a track through the CCD.
+
+    The 3-D path of a track crossing the whole thickness is hypot(projected length, thickness).
+    """
+    _, direction, along, _ = track_axis(charge, np.asarray(rows, float), np.asarray(cols, float))
+    length_um = (np.ptp(along) + 1.0) * pixel_um
+    dedx = np.clip(charge, 0, None).sum() * ev_per_pair / 1e3 / np.hypot(length_um, thickness_um)
+    return length_um, direction, dedx

@@ -1,0 +1,65 @@
+"""Clusters holding several events become one catalogue row per event (ccdseg.measure.split)."""
+
+import numpy as np
+import pytest
+
+from ccdseg.classes import BACKGROUND, CLUSTER
+from ccdseg.measure.catalog import find_clusters
+from ccdseg.measure.psf_fit import integrated_gaussian
+
+XRAY_E = 1567.0  # 55Fe K-alpha, 5.9 keV
+
+
+def straight_track(shape, start, stop, charge, rng, samples=20000):
+    """A track from ``start`` to ``stop`` (row, col) whose diffusion grows from 0.3 to 1.2 px along it."""
+    t = rng.uniform(0, 1, samples)
+    sigma = 0.3 + 0.9 * t
+    y = start[0] + t * (stop[0] - start[0]) + rng.normal(0, 1, samples) * sigma
+    x = start[1] + t * (stop[1] - start[1]) + rng.normal(0, 1, samples) * sigma
+    image = np.zeros(shape)
+    np.add.at(image, (np.rint(y).astype(int), np.rint(x).astype(int)), charge / samples)
+    return image
+
+
+def mip_charge(rows, cols):
+    """Electrons of a minimum-ionising muon (0.38 keV/um) crossing 675 um of silicon over rows x cols px."""
+    return 0.38e3 * np.hypot(np.hypot(rows, cols) * 15.0, 675.0) / 3.77
+
+
+def catalogue(image, rng, **options):
+    image = image + rng.normal(0, 0.2, image.shape)
+    return find_clusters(image, np.where(image > 2, CLUSTER, BACKGROUND).astype(np.uint8), gain=1.0, pedestal=0.0,
+                         **options)
+
+
+def test_touching_xrays_become_two_points():
+    rng = np.random.default_rng(1)
+    image = np.zeros((30, 30))
+    image[5:18, 5:18] += integrated_gaussian((13, 13), XRAY_E, 6.0, 6.0, 1.3, 1.3)
+    image[5:18, 9:22] += integrated_gaussian((13, 13), XRAY_E, 6.2, 6.3, 1.3, 1.3)
+    image = rng.poisson(image).astype(float)
+    assert len(catalogue(image, np.random.default_rng(2), particles=False)) == 1  # one connected cluster
+    table = catalogue(image, np.random.default_rng(2))
+    assert list(table["kind"]) == ["point", "point"]
+    np.testing.assert_allclose(table["charge_e"], XRAY_E, rtol=0.1)
+
+
+def test_track_and_the_electron_beside_it_become_two_rows():
+    rng = np.random.default_rng(1)
+    charge = mip_charge(30, 50)
+    image = straight_track((60, 80), (10, 10), (40, 60), charge, rng)
+    # a 226 keV electron stopping 5 px beside the middle of the track, centred at (20.7, 37.6)
+    image[12:29, 29:46] += integrated_gaussian((17, 17), 60000.0, 8.6, 8.7, 2.5, 2.5)
+    table = catalogue(image, rng)
+    by_kind = dict(zip(table["kind"], table["charge_e"], strict=True))
+    assert sorted(by_kind) == ["electron", "muon"]
+    assert by_kind["muon"] == pytest.approx(charge, rel=0.05)
+    assert by_kind["muon"] + by_kind["electron"] == pytest.approx(charge + 60000.0, rel=0.01)
+
+
+def test_a_lone_track_and_a_lone_point_stay_whole():
+    rng = np.random.default_rng(3)
+    image = straight_track((60, 80), (10, 10), (40, 60), mip_charge(30, 50), rng)
+    image[5:18, 60:73] += rng.poisson(integrated_gaussian((13, 13), XRAY_E, 6.0, 6.0, 1.3, 1.3))
+    table = catalogue(image, rng)
+    assert sorted(table["kind"]) == ["muon", "point"]
