@@ -116,7 +116,7 @@ def _split_tracks(charge, rows, cols, model, min_length, width, max_tracks, min_
 
 
 def _alongside(piece, tracks, charge, rows, cols):
-    """The track a piece runs along (a strip of its wing: thin, parallel within 10 degrees, within its length), or None."""
+    """The track a piece runs along (its wing: a thin strip parallel within 10 degrees, inside its length), or None."""
     _, direction, along, across = track_axis(charge[piece], rows[piece], cols[piece])
     if np.ptp(along) < 3 * (np.ptp(across) + 1):
         return None
