@@ -32,6 +32,7 @@ _LAZY = {
     "load_model": "ccdseg.nn.model", "save_model": "ccdseg.nn.model", "build_model": "ccdseg.nn.model",
     "segment": "ccdseg.infer.predict", "train": "ccdseg.nn.train",
     "resolve_objects": "ccdseg.measure.objects", "classify_kinds": "ccdseg.measure.kinds",
+    "split_clusters": "ccdseg.measure.split",
     "particle_columns": "ccdseg.measure.particles", "depth_from_sigma": "ccdseg.measure.diffusion",
     "fit_diffusion": "ccdseg.measure.diffusion", "calibrate_diffusion": "ccdseg.pipeline.diffusion",
 }
