@@ -8,9 +8,9 @@ the classifier reads its pieces as what the split says they are:
 - *a straight track*, on clusters read as electrons: the straight band of ``±width`` px holding the most
   of the cluster's pixels (a Hough transform with a band instead of a line), on the ridge where the track
   is wider than the band. A piece off the band stays with the track when it is its diffusion wing: a thin
-  strip along it, or without a charge peak above the track's axis beside it. Other pieces make rows of
-  their own; a second track among them (two crossing muons) is taken out the same way. Kept when each
-  track reads as a muon and holds a minimum-ionising particle's charge per length.
+  strip along it, or without a charge peak above the track's axis beside it and not a track crossing it.
+  Other pieces make rows of their own; a second track among them (two crossing muons) is taken out the
+  same way. Kept when each track reads as a muon and holds a minimum-ionising particle's charge per length.
 - *touching points*, on clusters read as electrons or points: the charge, smoothed by a 1-px Gaussian,
   has two or more peaks (local maxima over 5 x 5 px) of at least ``min_peak_e``; a watershed from the
   peaks cuts the cluster between them. Kept when every piece reads as a point.
@@ -151,17 +151,31 @@ def _straight_track(charge, rows, cols, min_length, width, min_peak_e):
         return None
     core = np.zeros(x.size, bool)
     core[run] = True
-    # a piece off the band with a peak above the track's axis beside it (or beyond its ends) is another object;
-    # otherwise it is the track's diffusion wing, its charge falling away from the axis however wide the track
+    # a piece off the band is another object when it has a peak above the track's axis beside it (or beyond
+    # its ends), or when it is a track of its own crossing this one; otherwise it is the track's diffusion
+    # wing, its charge falling away from the axis however wide the track is
     off, n_off = ndimage.label(_image(~core, rows, cols), structure=_EIGHT)
     piece = off[(rows - rows.min()).astype(int), (cols - cols.min()).astype(int)]
     smooth = _smoothed(charge, (rows - rows.min()).astype(int), (cols - cols.min()).astype(int))
     level = smooth[(rows - rows.min()).astype(int), (cols - cols.min()).astype(int)]
-    own_peak = np.zeros(n_off + 1, bool)
+    foreign = np.zeros(n_off + 1, bool)
     for peak in np.flatnonzero(_peaks(charge, rows, cols, min_peak_e) & ~core):
         beside = core & (np.abs(along - along[peak]) <= 1.5)
-        own_peak[piece[peak]] |= not beside.any() or level[peak] > level[beside].max()
-    return np.flatnonzero(core | ((piece > 0) & ~own_peak[piece]))
+        foreign[piece[peak]] |= not beside.any() or level[peak] > level[beside].max()
+    direction = np.array([np.sin(angle), np.cos(angle)])
+    for number in range(1, n_off + 1):
+        members = np.flatnonzero(piece == number)
+        foreign[number] |= _crossing(charge[members], rows[members], cols[members], direction, min_length / 3)
+    return np.flatnonzero(core | ((piece > 0) & ~foreign[piece]))
+
+
+def _crossing(charge, rows, cols, direction, min_length):
+    """Whether a piece is a track (at least ``min_length`` px, twice its width) over 10 degrees off ``direction``."""
+    if charge.size < 3:
+        return False
+    _, axis, along, across = track_axis(charge, rows, cols)
+    return bool(np.ptp(along) + 1 >= min_length and np.ptp(along) >= 2 * (np.ptp(across) + 1)
+                and abs(axis @ direction) < np.cos(np.radians(10.0)))
 
 
 def _longest_run(along, band, gap=2.0):
