@@ -12,8 +12,9 @@ the classifier reads its pieces as what the split says they are:
   Other pieces make rows of their own; a second track among them (two crossing muons) is taken out the
   same way. Kept when each track reads as a muon and holds a minimum-ionising particle's charge per length.
 - *touching points*, on clusters read as electrons or points: the charge, smoothed by a 1-px Gaussian,
-  has two or more peaks (local maxima over 5 x 5 px) of at least ``min_peak_e``; a watershed from the
-  peaks cuts the cluster between them. Kept when every piece reads as a point.
+  has two or more peaks (local maxima over 5 x 5 px) of at least ``min_peak_e``; a watershed (every pixel
+  climbs the smoothed charge to its peak) cuts the cluster between them. Kept when every piece reads as
+  a point.
 """
 
 import numpy as np
@@ -154,12 +155,12 @@ def _straight_track(charge, rows, cols, min_length, width, min_peak_e):
     # a piece off the band is another object when it has a peak above the track's axis beside it (or beyond
     # its ends), or when it is a track of its own crossing this one; otherwise it is the track's diffusion
     # wing, its charge falling away from the axis however wide the track is
-    off, n_off = ndimage.label(_image(~core, rows, cols), structure=_EIGHT)
-    piece = off[(rows - rows.min()).astype(int), (cols - cols.min()).astype(int)]
-    smooth = _smoothed(charge, (rows - rows.min()).astype(int), (cols - cols.min()).astype(int))
-    level = smooth[(rows - rows.min()).astype(int), (cols - cols.min()).astype(int)]
+    r, c = (rows - rows.min()).astype(int), (cols - cols.min()).astype(int)
+    off, n_off = ndimage.label(_image(~core, r, c), structure=_EIGHT)
+    piece = off[r, c]
+    level, peaks = _smoothed_peaks(charge, r, c, min_peak_e)
     foreign = np.zeros(n_off + 1, bool)
-    for peak in np.flatnonzero(_peaks(charge, rows, cols, min_peak_e) & ~core):
+    for peak in np.flatnonzero(peaks & ~core):
         beside = core & (np.abs(along - along[peak]) <= 1.5)
         foreign[piece[peak]] |= not beside.any() or level[peak] > level[beside].max()
     direction = np.array([np.sin(angle), np.cos(angle)])
@@ -190,11 +191,11 @@ def _longest_run(along, band, gap=2.0):
 
 def _split_points(charge, rows, cols, model, min_peak_e):
     """Index arrays of the pieces around the cluster's peaks if every one is a point; else empty."""
-    peaks = _peaks(charge, rows, cols, min_peak_e)
+    r, c = (rows - rows.min()).astype(int), (cols - cols.min()).astype(int)
+    level, peaks = _smoothed_peaks(charge, r, c, min_peak_e)
     if np.count_nonzero(peaks) < 2:
         return []
-    r, c = (rows - rows.min()).astype(int), (cols - cols.min()).astype(int)
-    owner = _climb(_smoothed(charge, r, c)[r, c], r, c, peaks)
+    owner = _climb(level, r, c, peaks)
     pieces = [np.flatnonzero(owner == k) for k in range(np.count_nonzero(peaks))]
     # a piece of a few pixels is a bump on one point's flank, not a second point
     if any(piece.size < _MIN_POINT_PX or _kind(model, charge[piece], rows[piece], cols[piece]) != _POINT
@@ -207,8 +208,8 @@ def _climb(level, r, c, peaks):
     """The peak (0, 1, ... in the order of ``peaks``) each pixel reaches by steepest ascent of ``level``.
 
     Each pixel points to its highest 8-neighbour among the pixels (itself when none is higher), and the
-    pointers are followed to their ends: a watershed by hill climbing. An end that is no peak (a bump
-    below ``min_peak_e`` or inside another peak's 5 x 5 px) goes to the nearest peak.
+    pointers are followed to their ends: a watershed by hill climbing. An end that is no peak (a bump too
+    low, or inside another peak's 5 x 5 px) goes to the nearest peak.
     """
     index = np.full((r.max() + 3, c.max() + 3), -1)
     index[r + 1, c + 1] = np.arange(r.size)
@@ -230,24 +231,20 @@ def _climb(level, r, c, peaks):
     return peak_of[parent]
 
 
-def _peaks(charge, rows, cols, min_peak_e):
-    """Whether each pixel is a peak: a maximum over 5 x 5 px of the charge smoothed by 1 px, of ``min_peak_e``."""
-    r, c = (rows - rows.min()).astype(int), (cols - cols.min()).astype(int)
-    smooth = _smoothed(charge, r, c)
-    maxima = smooth == ndimage.maximum_filter(smooth, size=5, mode="constant")
-    return maxima[r, c] & (smooth[r, c] >= min_peak_e)
+def _smoothed_peaks(charge, r, c, min_peak_e):
+    """The charge smoothed by a 1-px Gaussian, and whether it peaks there, at each pixel.
 
-
-def _smoothed(charge, r, c):
-    """The charge drawn into its bounding box and smoothed by a Gaussian of 1 px."""
+    A peak is a maximum over 5 x 5 px of at least ``min_peak_e``; ``r``, ``c`` are pixel positions from 0.
+    """
     image = np.zeros((r.max() + 1, c.max() + 1))
     image[r, c] = charge
-    return ndimage.gaussian_filter(image, 1.0, mode="constant")
+    smooth = ndimage.gaussian_filter(image, 1.0, mode="constant")
+    maxima = smooth == ndimage.maximum_filter(smooth, size=5, mode="constant")
+    return smooth[r, c], maxima[r, c] & (smooth[r, c] >= min_peak_e)
 
 
-def _image(mask, rows, cols):
-    """The pixels of ``mask`` drawn into the bounding box of ``rows``, ``cols``."""
-    r, c = (rows - rows.min()).astype(int), (cols - cols.min()).astype(int)
+def _image(mask, r, c):
+    """The pixels of ``mask`` drawn into the box of the pixel positions ``r``, ``c`` (from 0)."""
     image = np.zeros((r.max() + 1, c.max() + 1), bool)
     image[r[mask], c[mask]] = True
     return image
@@ -257,7 +254,7 @@ def _connected(indices, rows, cols):
     """The 8-connected pieces (index arrays) of a set of pixels."""
     if indices.size == 0:
         return []
-    r, c = rows[indices], cols[indices]
+    r, c = (rows[indices] - rows[indices].min()).astype(int), (cols[indices] - cols[indices].min()).astype(int)
     pieces, count = ndimage.label(_image(np.ones(indices.size, bool), r, c), structure=_EIGHT)
-    number = pieces[(r - r.min()).astype(int), (c - c.min()).astype(int)]
+    number = pieces[r, c]
     return [indices[number == k] for k in range(1, count + 1)]
