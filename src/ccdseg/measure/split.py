@@ -74,6 +74,8 @@ def split_clusters(charge_image, components, n, *, model, min_length=15.0, width
         if box is None:
             continue
         rows, cols = np.nonzero(components[box] == index + 1)
+        if rows.size < 2 * _MIN_POINT_PX:  # too small for two points or a track
+            continue
         charge = np.nan_to_num(np.asarray(charge_image[box][rows, cols], dtype=np.float64))
         kind = _kind(model, charge, rows, cols)
         pieces = []
