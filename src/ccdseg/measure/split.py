@@ -10,7 +10,8 @@ the classifier reads its pieces as what the split says they are:
   is wider than the band. A piece off the band stays with the track when it is its diffusion wing: a thin
   strip along it, or without a charge peak above the track's axis beside it and not a track crossing it.
   Other pieces make rows of their own; a second track among them (two crossing muons) is taken out the
-  same way. Kept when each track reads as a muon and holds a minimum-ionising particle's charge per length.
+  same way. Kept when each track reads as a muon and holds a minimum-ionising particle's charge per length,
+  and no piece left over reads as a muon too short to be one (a dense blob the band cut).
 - *touching points*, on clusters read as electrons or points: the charge, smoothed by a 1-px Gaussian,
   has two or more peaks (local maxima over 5 x 5 px) of at least ``min_peak_e``; a watershed (every pixel
   climbs the smoothed charge to its peak) cuts the cluster between them. Kept when every piece reads as
@@ -115,6 +116,12 @@ def _split_tracks(charge, rows, cols, model, min_length, width, max_tracks, min_
             others.append(piece)
         else:
             tracks[home] = np.concatenate([tracks[home], piece])
+    # a piece left over that reads as a muon but is too short for one is a split gone wrong (a dense blob
+    # cut by the band)
+    for piece in others:
+        if (_kind(model, charge[piece], rows[piece], cols[piece]) == _MUON
+                and np.ptp(track_axis(charge[piece], rows[piece], cols[piece])[2]) + 1 < min_length):
+            return []
     return tracks + others
 
 
