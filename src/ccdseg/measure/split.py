@@ -8,7 +8,8 @@ the classifier reads its pieces as what the split says they are:
 - *a straight track*, on clusters read as electrons: the straight band of ``±width`` px holding the most
   of the cluster's pixels (a Hough transform with a band instead of a line), on the ridge where the track
   is wider than the band. A piece off the band stays with the track when it is its diffusion wing: a thin
-  strip along it, or without a charge peak above the track's axis beside it and not a track crossing it.
+  strip along it, or without a charge peak above the track's axis beside it, not a track crossing it and
+  within ``5 * width`` px of the axis.
   Other pieces make rows of their own; a second track among them (two crossing muons) is taken out the
   same way. Kept when each track reads as a muon and holds a minimum-ionising particle's charge per length,
   and no piece left over reads as a muon too short to be one (a dense blob the band cut).
@@ -162,8 +163,8 @@ def _straight_track(charge, rows, cols, min_length, width, min_peak_e):
     core = np.zeros(x.size, bool)
     core[run] = True
     # a piece off the band is another object when it has a peak above the track's axis beside it (or beyond
-    # its ends), or when it is a track of its own crossing this one; otherwise it is the track's diffusion
-    # wing, its charge falling away from the axis however wide the track is
+    # its ends), when it is a track of its own crossing this one, or when it reaches too far from the axis;
+    # otherwise it is the track's diffusion wing, its charge falling away from the axis
     r, c = (rows - rows.min()).astype(int), (cols - cols.min()).astype(int)
     off, n_off = ndimage.label(_image(~core, r, c), structure=_EIGHT)
     piece = off[r, c]
@@ -173,9 +174,12 @@ def _straight_track(charge, rows, cols, min_length, width, min_peak_e):
         beside = core & (np.abs(along - along[peak]) <= 1.5)
         foreign[piece[peak]] |= not beside.any() or level[peak] > level[beside].max()
     direction = np.array([np.sin(angle), np.cos(angle)])
+    across = np.abs(-np.sin(angle) * x + np.cos(angle) * y - centre)
     for number in range(1, n_off + 1):
         members = np.flatnonzero(piece == number)
         foreign[number] |= _crossing(charge[members], rows[members], cols[members], direction, min_length / 3)
+        # no diffusion wing reaches this far (3 sigma of the widest back-side diffusion, 1.5 px, past the band)
+        foreign[number] |= across[members].max() > 5 * width
     return np.flatnonzero(core | ((piece > 0) & ~foreign[piece]))
 
 
