@@ -389,10 +389,9 @@ def make_teacher(config, parent, device):
     """The fixed start model whose probabilities the ``distill`` term keeps (None without it)."""
     if not config.distill:
         return None
-    teacher = build_model(config.arch)
-    teacher.load_state_dict(parent.net.state_dict())
+    teacher = make_net(config, parent, device).eval()
     teacher.requires_grad_(False)
-    return teacher.to(device).to(memory_format=torch.channels_last).eval()
+    return teacher
 
 
 def make_optimizer(parameters, config):
