@@ -179,6 +179,28 @@ def test_sawtooth_baseline_is_removed_and_glow_is_not():
     np.testing.assert_allclose(zeroed, glowing.image - row_pedestal(glowing.image)[:, None], atol=0.01)
 
 
+def test_baseline_under_corner_glow_is_measured_in_the_rows_the_glow_leaves_quiet():
+    # glow in the top rows of the last 112 columns, and a baseline jump of 5 sigma under it at column 460: the
+    # columns are quiet further down, where the jump shows; glow along whole columns stays glow
+    rng = np.random.default_rng(8)
+    noise = 2.0
+    image = rng.normal(0.0, noise, (256, 512))
+    baseline = np.where(np.arange(512) >= 460, 5 * noise, 0.0)
+    glow = np.zeros(image.shape)
+    glow[:100, 400:] = 6.0
+    corner = image + rng.poisson(glow) + baseline
+    residual = corner - row_pedestal(corner)[:, None]
+    found = column_baseline(residual, robust_sigma(residual))
+    error = found - (baseline - np.median(baseline))
+    assert np.abs(error - np.median(error)).max() < 0.4 * noise  # a jump missed would be off by 5 sigma
+    edge = np.zeros(image.shape)
+    edge[:, 400:] = 6.0
+    whole = image + rng.poisson(edge) + baseline
+    residual = whole - row_pedestal(whole)[:, None]
+    # no row shows those columns' zero: nothing is removed, and the glow is not taken for a baseline
+    assert column_baseline(residual, robust_sigma(residual)) is None
+
+
 def test_noise_is_measured_after_the_baseline_is_removed():
     # a saw-tooth of 3-8 noise sigma widens the spread of the rows four times; the network's unit is the noise
     config = load_config("damic", overrides={"glow.probability": 0.0, "readout.sawtooth_e": [6.0, 16.0],

@@ -5,9 +5,10 @@ every row: a saw-tooth that jumps and decays every few hundred columns, or steps
 whole columns without adding charge. Glow, hot columns and dark current are charge: they raise a
 column's level *and* its spread (shot noise). So the baseline is taken from the robust medians of the
 columns whose spread is that of the readout noise, each column its own (a running median across columns
-would cut the top off every jump of a saw-tooth); columns that carry charge and stuck columns without any
-spread (saturated) get the baseline interpolated from quiet columns beyond as many again on each side (the
-faint tail of glow), and their excess stays in the image to be labelled. A baseline is removed only where it
+would cut the top off every jump of a saw-tooth). A column that carries charge in some rows only (corner
+glow) takes its baseline from the bands of rows where it is quiet; columns charged all along and stuck
+columns without any spread (saturated) get the baseline interpolated from quiet columns beyond as many again
+on each side (the faint tail of glow). The excess of both stays in the image to be labelled. A baseline is removed only where it
 is significant; otherwise the image is left exactly as it was. The noise of the image is measured again
 after it is removed: the saw-tooth had widened it.
 
@@ -15,6 +16,8 @@ Under glow that covers whole columns the baseline of a conventional frame cannot
 interpolated. A skipper frame that resolves single electrons shows it anyway: every pixel sits on a comb of
 whole electrons, and the comb's phase in each column is that column's zero (:func:`comb_offsets`).
 """
+
+import warnings
 
 import numpy as np
 from scipy import ndimage
@@ -27,6 +30,10 @@ from ccdseg.calib.gain import estimate_gain
 BASELINE_WINDOW = 5
 #: Pixels this many noise sigmas above their column's median are events, left out of the column statistics.
 EVENT_SIGMA = 4.0
+#: Rows of a band in which a column holding charge elsewhere may be quiet, and the most bands.
+BAND_ROWS, MAX_BANDS = 48, 4
+#: Standard errors between a column's highest and lowest band that show charge held in some rows only.
+LOCALISED = 6.0
 #: Pixels of at most this many electrons place the comb of a skipper frame.
 COMB_ELECTRONS = 2
 
@@ -74,14 +81,51 @@ def column_baseline(residual, noise, *, window=BASELINE_WINDOW):
         return None
     # each quiet column's own median: a running median across columns would cut the top off every jump,
     # and a tail too faint to widen a column is too faint to be labelled glow
+    observed = np.where(quiet, medians, _quiet_band_medians(data, valid, medians, quiet, noise))
+    seen = np.isfinite(observed)
+    known = anchors | (seen & ~quiet)
     columns = np.arange(medians.size)
-    baseline = np.where(quiet, medians, np.interp(columns, columns[anchors], medians[anchors]))
+    baseline = np.where(seen, observed, np.interp(columns, columns[known], observed[known]))
     baseline -= np.median(baseline[anchors])
-    if np.max(np.abs(baseline[anchors])) <= max(5 * np.median(error[anchors]), 0.5 * noise):
+    if np.max(np.abs(baseline[known])) <= max(5 * np.median(error[anchors]), 0.5 * noise):
         return None
     if _spread_follows_level(medians[anchors], spread[anchors], noise):
         return None
     return baseline
+
+
+def _quiet_band_medians(data, valid, medians, quiet, noise):
+    """Baseline (ADU) of the columns holding charge, from the bands of rows where they are quiet (NaN elsewhere).
+
+    Amplifier glow fills a corner: a column it crosses is quiet in the rows far from that corner, and the
+    baseline, the same in every row, shows there. Only columns whose bands differ by far more than their
+    errors qualify (charge along the whole column, however faint, leaves no band quiet); each band is aligned
+    to the whole columns on the columns quiet throughout, and of a column's bands quiet by their spread, those
+    within two standard errors of the lowest are averaged, as charge too faint to widen a band still raises it.
+    """
+    out = np.full(medians.size, np.nan)
+    n_bands = min(MAX_BANDS, data.shape[0] // BAND_ROWS)
+    charged = np.flatnonzero(~quiet)
+    if n_bands < 2 or charged.size == 0:
+        return out
+    levels, quiet_bands, errors = [], [], []
+    for rows in np.array_split(np.arange(data.shape[0]), n_bands):
+        low, middle, high = _column_quantiles(data[rows], valid[rows], (15.87, 50.0, 84.13))
+        count = np.maximum(valid[rows].sum(axis=0), 1)
+        offset = np.nanmedian(middle[quiet] - medians[quiet])  # the rows' pedestals see the glow in them
+        spread = (high - low) / 2
+        levels.append((middle - offset)[charged])
+        quiet_bands.append(((count >= BAND_ROWS // 2) & (np.abs(spread / noise - 1) <= 3.3 / np.sqrt(count)))[charged])
+        errors.append((1.2533 * np.maximum(spread, noise) / np.sqrt(count))[charged])
+    levels, quiet_bands, errors = np.array(levels), np.array(quiet_bands), np.array(errors)
+    values = np.where(quiet_bands, levels, np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # columns quiet in no band stay NaN
+        lowest = np.nanmin(values, axis=0)
+        chosen = np.nanmean(np.where(values <= lowest + 2 * errors, values, np.nan), axis=0)
+        localised = np.nanmax(levels, axis=0) - np.nanmin(levels, axis=0) > LOCALISED * np.sqrt(2) * errors.max(axis=0)
+    out[charged] = np.where(localised, chosen, np.nan)
+    return out
 
 
 def comb_offsets(residual, gain, *, iterations=3):
