@@ -30,7 +30,7 @@ _LAZY = {
     "ProcessOptions": "ccdseg.pipeline.job", "process_file": "ccdseg.pipeline.job",
     "process_files": "ccdseg.pipeline.job",
     "load_model": "ccdseg.nn.model", "save_model": "ccdseg.nn.model", "build_model": "ccdseg.nn.model",
-    "segment": "ccdseg.infer.predict", "train": "ccdseg.nn.train",
+    "segment": "ccdseg.infer.predict", "train": "ccdseg.nn.train", "average_models": "ccdseg.nn.average",
     "resolve_objects": "ccdseg.measure.objects", "classify_kinds": "ccdseg.measure.kinds",
     "split_clusters": "ccdseg.measure.split",
     "particle_columns": "ccdseg.measure.particles", "depth_from_sigma": "ccdseg.measure.diffusion",

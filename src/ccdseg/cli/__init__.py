@@ -12,7 +12,7 @@ from ccdseg._version import __version__
 from ccdseg.errors import CcdsegError
 
 #: Subcommand modules, in the order ``ccdseg --help`` lists them.
-COMMANDS = ("demo", "simulate", "train", "predict", "mask", "calibrate", "evaluate", "export")
+COMMANDS = ("demo", "simulate", "train", "average", "predict", "mask", "calibrate", "evaluate", "export")
 
 
 def build_parser():
