@@ -130,6 +130,8 @@ def test_dark_e_leaves_out_low_energy_events_beyond_dark_coincidences():
     summary = products.summary
     assert summary["n_low_energy"] >= 55 and summary["n_low_energy_dark"] < 10
     assert abs(summary["dark_e"] - 0.002) < 2 * summary["dark_e_err"]
+    assert summary["dark_e_lo"] < 0.002 < summary["dark_e_hi"]
+    assert np.isclose(summary["dark_e_hi"] - summary["dark_e"], 1.6449 * summary["dark_e_err"])
     assert fit_dark_by_rows(electrons - np.median(electrons)).dark_e > 0.002 + 5 * summary["dark_e_err"]
 
 
