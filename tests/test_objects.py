@@ -81,6 +81,19 @@ def test_fit_diffusion_recovers_the_law():
     assert b == pytest.approx(7e-4, rel=0.05)
 
 
+def test_fit_diffusion_resists_widths_inflated_by_neighbouring_events():
+    # a tenth of the samples 3-10x too wide, as a point or a worm beside a track makes them
+    rng = np.random.default_rng(2)
+    fraction = np.repeat(np.linspace(0.1, 0.9, 9), 100)
+    variance = diffusion_sigma_um(fraction * 675.0, 530.0, 8.86e-4) ** 2 / 15.0 ** 2
+    variance = variance * (1 + rng.normal(0, 0.1, fraction.size))
+    outliers = rng.random(fraction.size) < 0.1
+    variance[outliers] *= rng.uniform(3, 10, outliers.sum())
+    a, b, a_err, b_err = fit_diffusion(fraction, variance)
+    assert a == pytest.approx(530.0, rel=0.05) and b == pytest.approx(8.86e-4, rel=0.05)
+    assert abs(a - 530.0) < 4 * a_err and abs(b - 8.86e-4) < 4 * b_err
+
+
 def test_kinds_of_simulated_clusters():
     from scipy import ndimage
 

@@ -118,6 +118,10 @@ def width_profile(charge, rows, cols, *, n_bins=10, core=None):
     return float(length), centres, variance
 
 
+#: Depth bins of the width samples in :func:`fit_diffusion`.
+FIT_BINS = 20
+
+
 def fit_diffusion(fraction, variance_px2, *, thickness_um=THICKNESS_UM, pixel_um=PIXEL_UM):
     """Fit A and b of σ²(z) = -A ln(1 - b z) to width profiles of through-going tracks.
 
@@ -137,29 +141,47 @@ def fit_diffusion(fraction, variance_px2, *, thickness_um=THICKNESS_UM, pixel_um
     a_err_um2, b_err_per_um : float
         Their 1σ uncertainties from the scatter of the samples.
 
+    The law is fitted to the mean width of each of ``FIT_BINS`` depth bins (those with 3 samples or more)
+    within 3 robust sigmas of the bin's median, weighted by its standard error.
+
     Raises
     ------
     ConfigError
-        Fewer than 3 usable samples.
+        Fewer than 3 depth bins with 3 usable samples.
     """
     z = np.asarray(fraction, float) * thickness_um
     variance = np.asarray(variance_px2, float) * pixel_um ** 2
     good = np.isfinite(z) & np.isfinite(variance)
     z, variance = z[good], variance[good]
-    if z.size < 3:
-        raise ConfigError("fit_diffusion: fewer than 3 width samples of through-going tracks")
+    # one clipped mean per depth bin: a point or a worm beside a track inflates its widths many times, and a
+    # least-squares fit of every sample follows those outliers (damicm: A off by +120 %); a median would be
+    # biased, as the widths of faint track ends scatter asymmetrically
+    index = np.clip(np.digitize(z, np.linspace(0.0, thickness_um, FIT_BINS + 1)) - 1, 0, FIT_BINS - 1)
+    bins = [index == i for i in np.unique(index) if np.count_nonzero(index == i) >= 3]
+    if len(bins) < 3:
+        raise ConfigError("fit_diffusion: fewer than 3 depth bins with 3 width samples of through-going tracks")
+    depth = np.array([np.median(z[sel]) for sel in bins])
+    level, error = np.array([_clipped_mean(variance[sel]) for sel in bins]).T
+    error = np.maximum(error, 1e-6 * np.abs(level).max() + 1e-12)  # samples all alike: no zero weight
     b_max = (1 - 1e-6) / thickness_um
 
     def residuals(params):
-        return -params[0] * np.log1p(-params[1] * z) - variance
+        return (-params[0] * np.log1p(-params[1] * depth) - level) / error
 
     result = optimize.least_squares(residuals, [DAMIC_A_UM2, DAMIC_B_PER_UM], bounds=([1e-3, 1e-9], [1e5, b_max]),
-                                    x_scale=[DAMIC_A_UM2, DAMIC_B_PER_UM], loss="soft_l1",
-                                    f_scale=np.median(np.abs(variance)) + 1.0)
-    dof = max(z.size - 2, 1)
-    scale = np.sum(result.fun ** 2) / dof
+                                    x_scale=[DAMIC_A_UM2, DAMIC_B_PER_UM])
+    dof = max(depth.size - 2, 1)
+    scale = max(np.sum(result.fun ** 2) / dof, 1.0)
     try:
         errors = np.sqrt(np.diag(np.linalg.inv(result.jac.T @ result.jac)) * scale)
     except np.linalg.LinAlgError:
         errors = np.full(2, np.nan)
     return float(result.x[0]), float(result.x[1]), float(errors[0]), float(errors[1])
+
+
+def _clipped_mean(values, clip=3.0):
+    """Mean and its standard error of the values within ``clip`` robust sigmas of their median."""
+    centre = np.median(values)
+    sigma = 1.4826 * np.median(np.abs(values - centre))
+    kept = values[np.abs(values - centre) <= clip * sigma] if sigma > 0 else values
+    return float(np.mean(kept)), float(np.std(kept) / np.sqrt(kept.size))
