@@ -7,10 +7,10 @@ matters when σ is about a pixel. Each pixel is weighted by its own variance: re
 the dark charge's and the signal's shot noise.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy import special
+from scipy import ndimage, optimize, special
 
 from ccdseg.measure.sections import grown
 
@@ -149,6 +149,9 @@ def fit_components(image_e, components, boxes, numbers, *, margin, noise_e, dark
     """:func:`fit_point_gaussians` of the clusters ``numbers`` of a labelled image, all at once.
 
     Each is fitted on its bounding box grown by ``margin`` px, with the pixels of the other clusters left out.
+    Clusters among ``numbers`` that touch (events the catalogue split apart) are then fitted together, one
+    Gaussian each on their common box (:func:`fit_touching_gaussians`): each spills charge into the other's
+    pixels, which a fit of one alone takes for its own (two touching X-rays had come out 10 % high and wide).
 
     Parameters
     ----------
@@ -168,14 +171,112 @@ def fit_components(image_e, components, boxes, numbers, *, margin, noise_e, dark
     Returns
     -------
     list of PointFit
-        One per entry of ``numbers``.
+        One per entry of ``numbers``; positions in pixels of each cluster's own grown box.
     """
-    stamps, masks = [], []
-    for number in numbers:
-        window = grown(boxes[number - 1], margin)
-        stamps.append(image_e[window])
-        masks.append((components[window] == 0) | (components[window] == number))
-    return fit_point_gaussians(stamps, noise_e=noise_e, dark_e=dark_e, masks=masks)
+    windows = [grown(boxes[number - 1], margin) for number in numbers]
+    masks = [(components[window] == 0) | (components[window] == number)
+             for window, number in zip(windows, numbers, strict=True)]
+    fits = fit_point_gaussians([image_e[window] for window in windows], noise_e=noise_e, dark_e=dark_e, masks=masks)
+    for group in _touching_groups(components, boxes, numbers):
+        members = [numbers[index] for index in group]
+        window = grown(_union(boxes[number - 1] for number in members), margin)
+        offsets = [(windows[index][1].start - window[1].start, windows[index][0].start - window[0].start)
+                   for index in group]
+        starts = [fits[index] for index in group]
+        if not all(np.isfinite(fit.amplitude_e) for fit in starts):
+            continue
+        joint = fit_touching_gaussians(image_e[window], [(fit.amplitude_e, fit.x + dx, fit.y + dy, fit.sigma_x,
+                                                          fit.sigma_y) for fit, (dx, dy) in zip(starts, offsets,
+                                                                                                strict=True)],
+                                       noise_e=noise_e, dark_e=dark_e,
+                                       mask=(components[window] == 0) | np.isin(components[window], members))
+        for index, fit, (dx, dy) in zip(group, joint, offsets, strict=True):
+            fits[index] = replace(fit, x=fit.x - dx, y=fit.y - dy)
+    return fits
+
+
+def fit_touching_gaussians(stamp, starts, *, noise_e, dark_e=0.0, mask=None, max_sigma=10.0):
+    """Fit several pixel-integrated 2-D Gaussians together to one stamp in electrons.
+
+    Parameters
+    ----------
+    stamp : ndarray (H, W)
+        Cut-out in electrons, pedestal subtracted (the dark charge left in).
+    starts : sequence of (amplitude_e, x, y, sigma_x, sigma_y)
+        Starting parameters of each Gaussian (e-, px of the stamp).
+    noise_e, dark_e, max_sigma : float
+        As in :func:`fit_point_gaussians`.
+    mask : ndarray (H, W) of bool, optional
+        Pixels to fit; default all finite pixels.
+
+    Returns
+    -------
+    list of PointFit
+        One per start; each pixel weighted by its variance under the starting model, then under the fit.
+    """
+    stamp = np.asarray(stamp, dtype=np.float64)
+    use = np.isfinite(stamp) if mask is None else np.asarray(mask, bool) & np.isfinite(stamp)
+    signal = np.where(use, stamp - dark_e, 0.0)
+    params = np.asarray(starts, dtype=np.float64)
+    count = len(params)
+    low = np.tile([0.0, -0.5, -0.5, 0.05, 0.05], count)
+    high = np.tile([np.inf, stamp.shape[1] - 0.5, stamp.shape[0] - 0.5, max_sigma, max_sigma], count)
+
+    def model_and_jacobian(flat):
+        model, jacobian = _model_and_jacobian(stamp.shape, flat.reshape(count, 5))
+        return model.sum(axis=0), jacobian.transpose(1, 2, 0, 3).reshape(stamp.size, 5 * count)
+
+    def residuals(flat, weights):
+        return (model_and_jacobian(flat)[0] - signal).ravel() * weights
+
+    def jacobian(flat, weights):
+        return model_and_jacobian(flat)[1] * weights[:, None]
+
+    result = None
+    for _ in range(2):  # weights from the starting model, then from the fit
+        expected = np.clip(model_and_jacobian(params.ravel())[0], 0, None)
+        weights = _inverse_sigma(use, noise_e, dark_e, expected).ravel()
+        result = optimize.least_squares(residuals, np.clip(params.ravel(), low + 1e-6, high - 1e-6), jac=jacobian,
+                                        bounds=(low, high), x_scale="jac", args=(weights,))
+        params = result.x.reshape(count, 5)
+    dof = max(np.count_nonzero(use) - 5 * count, 1)
+    chi2_dof = float(np.sum(result.fun ** 2) / dof)
+    try:
+        variance = np.diagonal(np.linalg.inv(result.jac.T @ result.jac)).reshape(count, 5)
+    except np.linalg.LinAlgError:
+        variance = np.full((count, 5), np.nan)
+    errors = np.sqrt(np.where(variance >= 0, variance, np.nan))
+    return [PointFit(*(float(v) for v in p), *(float(e) for e in err), chi2_dof, bool(result.success))
+            for p, err in zip(params, errors, strict=True)]
+
+
+def _touching_groups(components, boxes, numbers):
+    """Groups (positions in ``numbers``) of two or more listed clusters that touch one another."""
+    position = {number: index for index, number in enumerate(numbers)}
+    parent = list(range(len(numbers)))
+
+    def root(index):
+        while parent[index] != index:
+            index = parent[index]
+        return index
+
+    for index, number in enumerate(numbers):
+        window = grown(boxes[number - 1], 1)
+        rim = ndimage.binary_dilation(components[window] == number, structure=np.ones((3, 3), bool))
+        for other in np.unique(components[window][rim]):
+            if other != number and other in position:
+                parent[root(position[other])] = root(index)
+    groups = {}
+    for index in range(len(numbers)):
+        groups.setdefault(root(index), []).append(index)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def _union(boxes):
+    """The bounding box of several boxes."""
+    boxes = list(boxes)
+    return tuple(slice(min(box[axis].start for box in boxes), max(box[axis].stop for box in boxes))
+                 for axis in (0, 1))
 
 
 def _bucket(n):
