@@ -8,9 +8,9 @@ columns whose spread is that of the readout noise, each column its own (a runnin
 would cut the top off every jump of a saw-tooth). A column that carries charge in some rows only (corner
 glow) takes its baseline from the bands of rows where it is quiet; columns charged all along and stuck
 columns without any spread (saturated) get the baseline interpolated from quiet columns beyond as many again
-on each side (the faint tail of glow). The excess of both stays in the image to be labelled. A baseline is removed only where it
-is significant; otherwise the image is left exactly as it was. The noise of the image is measured again
-after it is removed: the saw-tooth had widened it.
+on each side (the faint tail of glow). The excess of both stays in the image to be labelled. A baseline is
+removed only where it is significant; otherwise the image is left exactly as it was. The noise of the image is
+measured again after it is removed: the saw-tooth had widened it.
 
 Under glow that covers whole columns the baseline of a conventional frame cannot be observed, only
 interpolated. A skipper frame that resolves single electrons shows it anyway: every pixel sits on a comb of
