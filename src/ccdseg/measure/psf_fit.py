@@ -151,7 +151,7 @@ def fit_components(image_e, components, boxes, numbers, *, margin, noise_e, dark
     Each is fitted on its bounding box grown by ``margin`` px, with the pixels of the other clusters left out.
     Clusters among ``numbers`` that touch (events the catalogue split apart) are then fitted together, one
     Gaussian each on their common box (:func:`fit_touching_gaussians`): each spills charge into the other's
-    pixels, which a fit of one alone takes for its own (two touching X-rays had come out 10 % high and wide).
+    pixels, which a fit of one alone takes for its own (two touching X-rays came out 12-17 % high and too wide).
 
     Parameters
     ----------
