@@ -145,6 +145,11 @@ def fit_point_gaussians(stamps, *, noise_e, dark_e=0.0, masks=None, sigma0=SIGMA
     return fits
 
 
+#: Most touching clusters fitted together: the pieces of a split cluster; a larger mosaic (noise labelled
+#: cluster) keeps the fits of its pieces alone.
+MAX_JOINT = 4
+
+
 def fit_components(image_e, components, boxes, numbers, *, margin, noise_e, dark_e=0.0):
     """:func:`fit_point_gaussians` of the clusters ``numbers`` of a labelled image, all at once.
 
@@ -251,7 +256,7 @@ def fit_touching_gaussians(stamp, starts, *, noise_e, dark_e=0.0, mask=None, max
 
 
 def _touching_groups(components, boxes, numbers):
-    """Groups (positions in ``numbers``) of two or more listed clusters that touch one another."""
+    """Groups (positions in ``numbers``) of 2 to :data:`MAX_JOINT` listed clusters that touch one another."""
     position = {number: index for index, number in enumerate(numbers)}
     parent = list(range(len(numbers)))
 
@@ -269,7 +274,7 @@ def _touching_groups(components, boxes, numbers):
     groups = {}
     for index in range(len(numbers)):
         groups.setdefault(root(index), []).append(index)
-    return [group for group in groups.values() if len(group) > 1]
+    return [group for group in groups.values() if 1 < len(group) <= MAX_JOINT]
 
 
 def _union(boxes):
