@@ -1,6 +1,6 @@
 """The shipped model on real readouts: several amplifiers in one image, baselines along the row, stand-ins.
 
-    python benchmarks/readouts.py [--write]
+    python benchmarks/readouts.py [--write | --model MODEL.pt]
 
 Runs the file pipeline (``process_file``, default options: ``amplifiers="auto"``) and prints one table:
 
@@ -24,7 +24,8 @@ Runs the file pipeline (``process_file``, default options: ``amplifiers="auto"``
     electrons called cluster in the skipper frame are counted apart (a single frame cannot tell them from
     2-4 e- events: the search products list them as low-energy candidates).
 
-``--write`` saves the table to ``benchmarks/results/readouts.md``.
+``--write`` saves the table to ``benchmarks/results/readouts.md``; ``--model`` measures another model file
+(a retrain) instead of the shipped one.
 """
 
 import argparse
@@ -55,9 +56,9 @@ OFFSETS = {"CCD_A": -400.0, "CCD_B": 0.0, "CCD_D": 300.0, "CCD_C": 700.0}
 N_BASELINE, SIZE = 6, (256, 512)
 
 
-def labels_of(path, out_dir, names=None):
-    """Labels of every image HDU of ``path`` by the pipeline: one array, or a dict by HDU name."""
-    process_file(path, out_dir, overwrite=True)
+def labels_of(path, out_dir, names=None, *, model=None):
+    """Labels of every image HDU of ``path`` by the pipeline (``model``: None for the shipped one)."""
+    process_file(path, out_dir, model=model, overwrite=True)
     seg = Path(out_dir) / (Path(path).name.split(".")[0] + "_seg.fits")
     with fits.open(seg) as hdus:
         if names is None:
@@ -84,21 +85,23 @@ def stitch(parts):
     return np.vstack([np.hstack([parts[0], parts[1]]), np.hstack([parts[2], parts[3]])])
 
 
-def self_tests(tmp):
+def self_tests(tmp, model=None):
     """(a): share of equal labels, whole image against its parts as HDUs."""
     rows = []
     with fits.open(SAMPLE) as hdus:
         ccds = {hdu.name: hdu.data.astype(np.float32) for hdu in hdus[1:]}
-    whole = labels_of(write(tmp / "stitched.fits", stitch([ccds[n] + OFFSETS[n] for n in OFFSETS])), tmp)
-    parts = labels_of(SAMPLE, tmp, list(OFFSETS))
+    stitched = write(tmp / "stitched.fits", stitch([ccds[n] + OFFSETS[n] for n in OFFSETS]))
+    whole = labels_of(stitched, tmp, model=model)
+    parts = labels_of(SAMPLE, tmp, list(OFFSETS), model=model)
     rows.append(("(a) sample CCDs stitched 2x2, offsets -400/0/+300/+700 ADU", "equal labels",
                  np.mean(whole == stitch([parts[n] for n in OFFSETS])), ">= 0.995"))
     for preset in PRESETS:
         config = load_config(preset, overrides={"detector.height": SIZE[0], "detector.width": SIZE[1],
                                                 "readout.amplifier_cols": 2, "readout.amplifier_rows": 2})
         image = simulate_image(config, seed=11).image
-        whole = labels_of(write(tmp / f"amps_{preset}.fits", image), tmp)
-        parts = labels_of(write(tmp / f"quads_{preset}.fits", quadrants(image)), tmp, ["Q1", "Q2", "Q3", "Q4"])
+        whole = labels_of(write(tmp / f"amps_{preset}.fits", image), tmp, model=model)
+        parts = labels_of(write(tmp / f"quads_{preset}.fits", quadrants(image)), tmp, ["Q1", "Q2", "Q3", "Q4"],
+                          model=model)
         rows.append((f"(a) {preset}: 2x2 amplifiers in one image", "equal labels",
                      np.mean(whole == stitch(list(parts.values()))), ">= 0.995"))
     return rows
@@ -117,7 +120,7 @@ def baseline_config(preset, sawtooth, glow=True):
     return load_config(preset, overrides=overrides)
 
 
-def baseline_tests(tmp):
+def baseline_tests(tmp, model=None):
     """(b): glowing and cluster F1 with and without the baseline; glowing share on glow-free frames."""
     rows = []
     for preset in PRESETS:
@@ -127,10 +130,11 @@ def baseline_tests(tmp):
             for with_baseline in (True, False):
                 # the baseline is drawn after everything else: the same seed gives the same charge and labels
                 sim = simulate_image(baseline_config(preset, with_baseline), seed=seed)
-                labels = labels_of(write(tmp / f"b_{preset}_{seed}_{with_baseline}.fits", sim.image), tmp)
+                labels = labels_of(write(tmp / f"b_{preset}_{seed}_{with_baseline}.fits", sim.image), tmp, model=model)
                 confusion[with_baseline] = confusion[with_baseline] + confusion_matrix(sim.labels, labels)
             sim = simulate_image(baseline_config(preset, True, glow=False), seed=100 + seed)
-            glowing.append(np.mean(labels_of(write(tmp / f"g_{preset}_{seed}.fits", sim.image), tmp) == GLOWING))
+            labels = labels_of(write(tmp / f"g_{preset}_{seed}.fits", sim.image), tmp, model=model)
+            glowing.append(np.mean(labels == GLOWING))
         scores = {key: class_scores(value) for key, value in confusion.items()}
         for name, cls in (("glowing", GLOWING), ("cluster", CLUSTER)):
             with_, without = scores[True]["f1"][cls], scores[False]["f1"][cls]
@@ -140,7 +144,7 @@ def baseline_tests(tmp):
     return rows
 
 
-def sample_sawtooth_test(tmp, seed=5):
+def sample_sawtooth_test(tmp, seed=5, model=None):
     """(b) on real data: the sample's CCDs with a saw-tooth added along the row, against the CCDs as they are."""
     rng = np.random.default_rng(seed)
     with fits.open(SAMPLE) as hdus:
@@ -149,8 +153,8 @@ def sample_sawtooth_test(tmp, seed=5):
     for name, image in ccds.items():
         baseline = sawtooth(image.shape[1], rng, amplitude_e=(0.4, 1.0), period_px=(60, 200), decay_px=(20.0, 80.0))
         sawed[name] = image + np.float32(SAMPLE_GAIN) * baseline[None, :].astype(np.float32)
-    plain = labels_of(SAMPLE, tmp, list(ccds))
-    labelled = labels_of(write(tmp / "sample_sawtooth.fits", sawed), tmp, list(ccds))
+    plain = labels_of(SAMPLE, tmp, list(ccds), model=model)
+    labelled = labels_of(write(tmp / "sample_sawtooth.fits", sawed), tmp, list(ccds), model=model)
     agree = min(np.mean(plain[name] == labelled[name]) for name in ccds)
     return [("(b) sample CCDs with a saw-tooth of 0.4-1 e- added", "equal labels, worst CCD", agree, ">= 0.995")]
 
@@ -204,16 +208,17 @@ def lta_standin(seed=2):
     return sims, header
 
 
-def standin_tests(tmp):
+def standin_tests(tmp, model=None):
     """(c): glowing share, events found and false clusters on the two stand-ins."""
     image, sim = conventional_standin()
-    labels = labels_of(write(tmp / "conventional.fits", image), tmp)
+    labels = labels_of(write(tmp / "conventional.fits", image), tmp, model=model)
     found, events, false, _ = event_scores(sim, labels)
     rows = [("(c) conventional 4-amp stand-in 1040x2152 uint16", "glowing share", np.mean(labels == GLOWING),
              "<= 0.01"),
             ("(c) conventional 4-amp stand-in", f"events found {found}/{events}", found / events, ">= 0.95")]
     sims, header = lta_standin()
-    labels = labels_of(write(tmp / "lta.fits", {name: s.image for name, s in sims.items()}, header), tmp, list(sims))
+    lta = write(tmp / "lta.fits", {name: s.image for name, s in sims.items()}, header)
+    labels = labels_of(lta, tmp, list(sims), model=model)
     totals = np.zeros(4, int)
     for name, sim in sims.items():
         totals += event_scores(sim, labels[name])
@@ -236,10 +241,14 @@ def table(rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help=f"save the table to {RESULTS}")
+    parser.add_argument("--model", help="model file to measure instead of the shipped model (not with --write)")
     args = parser.parse_args()
+    if args.model and args.write:
+        parser.error("--write records the shipped model; measure another with --model alone")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        rows = self_tests(tmp) + baseline_tests(tmp) + sample_sawtooth_test(tmp) + standin_tests(tmp)
+        rows = (self_tests(tmp, model=args.model) + baseline_tests(tmp, model=args.model)
+                + sample_sawtooth_test(tmp, model=args.model) + standin_tests(tmp, model=args.model))
     text = table(rows)
     print(text)
     if args.write:
