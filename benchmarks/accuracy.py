@@ -32,15 +32,15 @@ RESULTS = HERE / "results" / "accuracy.md"
 CLASSICAL_OPTIONS = {"skipper": {"min_cluster_pixels": 2}, "damicm": {"min_cluster_pixels": 2}}
 
 
-def benchmark_files(data_dir, regenerate=False):
-    """The benchmark set's image files per preset, written first if missing or made with other parameters."""
-    expected = {"presets": list(benchmark.BENCHMARK_PRESETS), "n": benchmark.BENCHMARK_N,
-                "size": list(benchmark.BENCHMARK_SIZE), "seed": benchmark.BENCHMARK_SEED}
+def benchmark_files(data_dir, regenerate=False, *, n=benchmark.BENCHMARK_N, seed=benchmark.BENCHMARK_SEED):
+    """Image files per preset of a benchmark set (default the fixed one), written first if missing or stale."""
+    expected = {"presets": list(benchmark.BENCHMARK_PRESETS), "n": n, "size": list(benchmark.BENCHMARK_SIZE),
+                "seed": seed}
     manifest = data_dir / benchmark.BENCHMARK_MANIFEST
     current = json.loads(manifest.read_text()) if manifest.is_file() else {}
     if regenerate or any(current.get(key) != value for key, value in expected.items()):
         print(f"writing the benchmark set to {data_dir}", file=sys.stderr)
-        return benchmark.make_benchmark_set(data_dir, overwrite=True)
+        return benchmark.make_benchmark_set(data_dir, n=n, seed=seed, overwrite=True)
     return {preset: evaluate.find_images([data_dir / preset]) for preset in benchmark.BENCHMARK_PRESETS}
 
 

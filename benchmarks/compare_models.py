@@ -12,12 +12,12 @@ difficulty cancels and a change a few times its deviation is the model's, not th
 """
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from accuracy import benchmark_files  # a sibling script: benchmarks are scripts, not a package
 from ccdseg.classes import CLUSTER, GLOWING, HOT_PIXEL
 from ccdseg.evaluate import evaluation as evaluate
 from ccdseg.metrics import class_scores
@@ -67,15 +67,12 @@ def main():
     args = parser.parse_args()
     if len(args.models) < 2:
         parser.error("give BASE and at least one model to compare with it")
-    manifest = args.data / benchmark.BENCHMARK_MANIFEST
-    wanted = {"n": args.images, "seed": args.seed}
-    if not manifest.is_file() or any(json.loads(manifest.read_text()).get(k) != v for k, v in wanted.items()):
-        benchmark.make_benchmark_set(args.data, n=args.images, seed=args.seed, overwrite=True)
+    files = benchmark_files(args.data, n=args.images, seed=args.seed)
     rng = np.random.default_rng(0)
     base, others = args.models[0], args.models[1:]
     print(f"| preset | model | {' | '.join(SCORES)} |\n|---|---|" + "---|" * len(SCORES))
     for preset in benchmark.BENCHMARK_PRESETS:
-        counts = image_counts(evaluate.find_images([args.data / preset]), args.models)
+        counts = image_counts(files[preset], args.models)
         print(f"| {preset} | {base} | " + " | ".join(f"{v:.4f}" for v in scores(counts[base])) + " |")
         for name in others:
             change, deviation = paired_changes(counts[base], counts[name], rng)
