@@ -71,10 +71,8 @@ def column_baseline(residual, noise, *, window=BASELINE_WINDOW):
     noise = min(noise, float(np.nanmedian(spread))) if np.isfinite(spread).any() else noise
     if noise <= 0:
         return None
-    # charge adds its shot noise: a column spread beyond ~3 standard errors of the noise holds charge
-    error = 1.2533 * noise / np.sqrt(np.maximum(rows, 1))
-    # and a column with no spread at all is stuck (saturated, at the ADC limit): neither is a baseline
-    quiet = (rows >= 5) & (np.abs(spread / noise - 1) <= 3.3 / np.sqrt(np.maximum(rows, 1)))
+    error = _median_error(noise, rows)
+    quiet = (rows >= 5) & _spread_of_noise(spread, noise, rows)
     # columns beside charge may hold the faint tail of glow: they do not anchor the baseline under it
     anchors = quiet & ~_widened(~quiet, window // 2)
     if np.count_nonzero(anchors) < window:
@@ -115,8 +113,8 @@ def _quiet_band_medians(data, valid, medians, quiet, noise):
         offset = np.nanmedian(middle[quiet] - medians[quiet])  # the rows' pedestals see the glow in them
         spread = (high - low) / 2
         levels.append((middle - offset)[charged])
-        quiet_bands.append(((count >= BAND_ROWS // 2) & (np.abs(spread / noise - 1) <= 3.3 / np.sqrt(count)))[charged])
-        errors.append((1.2533 * np.maximum(spread, noise) / np.sqrt(count))[charged])
+        quiet_bands.append(((count >= BAND_ROWS // 2) & _spread_of_noise(spread, noise, count))[charged])
+        errors.append(_median_error(np.maximum(spread, noise), count)[charged])
     levels, quiet_bands, errors = np.array(levels), np.array(quiet_bands), np.array(errors)
     values = np.where(quiet_bands, levels, np.nan)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
@@ -224,6 +222,20 @@ def _lowest_level(electrons, axis, *, populated=0.05, empty=0.01):
         shift -= below
     above = (share(0) < empty) & (share(1) >= populated) & (shift == 0)
     return shift + above
+
+
+def _spread_of_noise(spread, noise, count):
+    """Whether spreads of ``count`` pixels each are those of the readout noise alone.
+
+    Charge adds its shot noise: a spread beyond ~3 standard errors of the noise holds charge; and one with no
+    spread at all is stuck (saturated, at the ADC limit). Neither shows a baseline.
+    """
+    return np.abs(spread / noise - 1) <= 3.3 / np.sqrt(np.maximum(count, 1))
+
+
+def _median_error(sigma, count):
+    """Standard error of the median of ``count`` Gaussian values of standard deviation ``sigma``."""
+    return 1.2533 * sigma / np.sqrt(np.maximum(count, 1))
 
 
 def _spread_follows_level(level, spread, noise):
