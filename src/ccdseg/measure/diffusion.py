@@ -8,6 +8,7 @@ through-going muons samples σ(z) at known depths, the way DAMIC calibrates the 
 import numpy as np
 from scipy import optimize
 
+from ccdseg.calib.background import MAD_TO_SIGMA
 from ccdseg.errors import ConfigError
 
 #: DAMIC's diffusion law (arXiv:1607.07410): A (µm²) and b (1/µm); pixel pitch and thickness (µm).
@@ -182,6 +183,6 @@ def fit_diffusion(fraction, variance_px2, *, thickness_um=THICKNESS_UM, pixel_um
 def _clipped_mean(values, clip=3.0):
     """Mean and its standard error of the values within ``clip`` robust sigmas of their median."""
     centre = np.median(values)
-    sigma = 1.4826 * np.median(np.abs(values - centre))
+    sigma = MAD_TO_SIGMA * np.median(np.abs(values - centre))
     kept = values[np.abs(values - centre) <= clip * sigma] if sigma > 0 else values
     return float(np.mean(kept)), float(np.std(kept) / np.sqrt(kept.size))
