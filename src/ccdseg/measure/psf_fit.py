@@ -246,11 +246,7 @@ def fit_touching_gaussians(stamp, starts, *, noise_e, dark_e=0.0, mask=None, max
         params = result.x.reshape(count, 5)
     dof = max(np.count_nonzero(use) - 5 * count, 1)
     chi2_dof = float(np.sum(result.fun ** 2) / dof)
-    try:
-        variance = np.diagonal(np.linalg.inv(result.jac.T @ result.jac)).reshape(count, 5)
-    except np.linalg.LinAlgError:
-        variance = np.full((count, 5), np.nan)
-    errors = np.sqrt(np.where(variance >= 0, variance, np.nan))
+    errors = _errors((result.jac.T @ result.jac)[None])[0].reshape(count, 5)
     return [PointFit(*(float(v) for v in p), *(float(e) for e in err), chi2_dof, bool(result.success))
             for p, err in zip(params, errors, strict=True)]
 
@@ -318,15 +314,22 @@ def _fit_bucket(signal, use, extent, noise_e, dark_e, sigma0, max_sigma):
     residual, jacobian, _ = _weighted(signal, inverse_sigma, params)
     dof = np.maximum(use.sum(axis=(1, 2)) - 5, 1)
     chi2_dof = (residual ** 2).sum(axis=1) / dof
-    curvature = np.einsum("bpk,bpl->bkl", jacobian, jacobian)
-    variance = np.full((len(signal), 5), np.nan)
-    invertible = np.abs(np.linalg.det(curvature)) > 0
-    variance[invertible] = np.diagonal(np.linalg.inv(curvature[invertible]), axis1=1, axis2=2)
-    errors = np.sqrt(np.where(variance >= 0, variance, np.nan))  # negative: a parameter at its bound
+    errors = _errors(np.einsum("bpk,bpl->bkl", jacobian, jacobian))
     for k, index in enumerate(np.flatnonzero(good)):
         fits[index] = PointFit(*(float(v) for v in params[k]), *(float(e) for e in errors[k]), float(chi2_dof[k]),
                                bool(converged[k]))
     return fits
+
+
+def _errors(curvature):
+    """1σ errors (B, P) of the parameters from a batch of curvature matrices JᵀJ (B, P, P) of weighted fits.
+
+    NaN where the matrix is singular or the variance negative (a parameter at its bound).
+    """
+    variance = np.full(curvature.shape[:2], np.nan)
+    invertible = np.abs(np.linalg.det(curvature)) > 0
+    variance[invertible] = np.diagonal(np.linalg.inv(curvature[invertible]), axis1=1, axis2=2)
+    return np.sqrt(np.where(variance >= 0, variance, np.nan))
 
 
 def _inverse_sigma(use, noise_e, dark_e, expected):
