@@ -56,7 +56,7 @@ PURITY = 0.8
 
 
 def labelled_clusters(charge_e, labels, ids, truth, purity=0.0, split_model=None):
-    """Features and true kind of the main clusters of ``labels``.
+    """Features, true kind and whether it touches the image edge, of the main clusters of ``labels``.
 
     With ``split_model`` the clusters are first split as the catalogue splits them
     (:func:`ccdseg.measure.split.split_clusters` with that kind model).
@@ -81,7 +81,11 @@ def labelled_clusters(charge_e, labels, ids, truth, purity=0.0, split_model=None
     event_npix = dict(zip(truth["id"], truth["npix"], strict=True))
     keep = [c for c in range(1, n + 1) if npix[c] > 0 and best_count[c] >= purity * npix[c]
             and 2 * best_count[c] >= event_npix[best_id[c]]]
-    return features[np.array(keep, int) - 1], np.array([kind_of_id[best_id[c]] for c in keep], int)
+    boxes = ndimage.find_objects(components, max_label=n)
+    edge = [boxes[c - 1][0].start == 0 or boxes[c - 1][1].start == 0 or boxes[c - 1][0].stop == labels.shape[0]
+            or boxes[c - 1][1].stop == labels.shape[1] for c in keep]
+    return (features[np.array(keep, int) - 1], np.array([kind_of_id[best_id[c]] for c in keep], int),
+            np.array(edge, bool))
 
 
 def training_set(n_images, seed):
@@ -93,7 +97,7 @@ def training_set(n_images, seed):
                                                     "clusters.diffusion_a_um2": rng.uniform(*DIFFUSION_A_UM2)})
             sim = simulate_image(config, rng=rng)
             charge_e = (sim.image - row_pedestal(sim.image)[:, None]) / config.detector.gain_adu_per_e
-            x, y = labelled_clusters(charge_e, sim.labels, sim.ids, sim.truth, PURITY)
+            x, y, _ = labelled_clusters(charge_e, sim.labels, sim.ids, sim.truth, PURITY)
             xs.append(x)
             ys.append(y)
     return np.concatenate(xs), np.concatenate(ys)
@@ -159,17 +163,24 @@ def benchmark_label(image):
 
 def score_set(model, title, images):
     """Confusion-matrix sections of ``model`` on ``images``, with the true and with the pipeline's labels."""
-    per_labels = {"true labels": ([], []), "pipeline labels (U-Net + objects)": ([], [])}
+    per_labels = {"true labels": ([], [], []), "pipeline labels (U-Net + objects)": ([], [], [])}
     for image, labels, ids, truth, gain in images:
         charge_e = (image - row_pedestal(image)[:, None]) / gain
         for name, source, split_model in (("true labels", labels, None),
                                           ("pipeline labels (U-Net + objects)", benchmark_label(image), model)):
-            fx, fy = labelled_clusters(charge_e, source, ids, truth, split_model=split_model)
-            per_labels[name][0].append(fx)
-            per_labels[name][1].append(fy)
+            for store, values in zip(per_labels[name], labelled_clusters(charge_e, source, ids, truth,
+                                                                         split_model=split_model), strict=True):
+                store.append(values)
     sections = []
-    for name, (fx, fy) in per_labels.items():
-        section = format_confusion(f"{title}, {name}", confusion(model, np.concatenate(fx), np.concatenate(fy)))
+    for name, parts in per_labels.items():
+        fx, fy, edge = (np.concatenate(part) for part in parts)
+        inside = confusion(model, fx[~edge], fy[~edge])
+        # a cluster cut by the image edge (flagged ``edge`` in the catalogue) has lost part of its shape
+        section = (format_confusion(f"{title}, {name}", confusion(model, fx, fy))
+                   + "\nWithout the clusters that touch the image edge: "
+                   + ", ".join(f"{kind} {row[k] / row.sum():.3f} ({row[k]}/{row.sum()})"
+                               for k, (kind, row) in enumerate(zip(KINDS, inside, strict=True)) if row.sum())
+                   + ".\n")
         print(section)
         sections.append(section)
     return sections

@@ -7,6 +7,7 @@ from ccdseg.classes import BACKGROUND, CLUSTER
 from ccdseg.measure.catalog import find_clusters
 from ccdseg.measure.psf_fit import integrated_gaussian
 from ccdseg.sim.config import ClusterConfig
+from ccdseg.sim.events import diffusion_sigma_um
 
 XRAY_E = 1567.0  # 55Fe K-alpha, 5.9 keV
 
@@ -67,3 +68,27 @@ def test_a_lone_track_and_a_lone_point_stay_whole():
     image[5:18, 60:73] += rng.poisson(integrated_gaussian((13, 13), XRAY_E, 6.0, 6.0, 1.3, 1.3))
     table = catalogue(image, rng)
     assert sorted(table["kind"]) == ["muon", "point"]
+
+
+
+def test_a_steep_muon_and_the_points_beside_it_become_rows_of_their_own():
+    # a steep muon in a CCD that diffuses as much as DAMIC-M's (A = 530 um^2: 1.5 px at the back) is a short
+    # cone, sharp only at its front end and too wide for the track split's band; its smoothed charge peaks
+    # once, at the narrow end, and each point beside it has a peak of its own
+    rng = np.random.default_rng(4)
+    charge = mip_charge(10, 4)
+    t = rng.uniform(0, 1, 40000)
+    sigma = diffusion_sigma_um(675.0 * t, 530.0, 8.86e-4) / 15.0
+    y, x = 10 + 10 * t + rng.normal(0, 1, t.size) * sigma, 10 + 4 * t + rng.normal(0, 1, t.size) * sigma
+    image = np.zeros((40, 40))
+    np.add.at(image, (np.rint(y).astype(int), np.rint(x).astype(int)), charge / t.size)
+    point = integrated_gaussian((13, 13), 2500.0, 6.0, 6.0, 1.4, 1.4)  # 9.4 keV
+    for row, col in ((19, 20), (13, 24)):
+        image[row - 6:row + 7, col - 6:col + 7] += rng.poisson(point)
+    whole = catalogue(image, np.random.default_rng(5), particles=False)
+    assert np.count_nonzero(whole["charge_e"] > 100) == 1  # one connected cluster (and specks of noise)
+    table = catalogue(image, np.random.default_rng(5))
+    table = table[table["charge_e"] > 100]
+    assert sorted(table["kind"]) == ["muon", "point", "point"]
+    assert table["charge_e"][table["kind"] == "muon"][0] == pytest.approx(charge, rel=0.02)
+    np.testing.assert_allclose(table["charge_e"][table["kind"] == "point"], 2500.0, rtol=0.15)

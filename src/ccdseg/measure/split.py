@@ -13,10 +13,13 @@ the classifier reads its pieces as what the split says they are:
   Other pieces make rows of their own; a second track among them (two crossing muons) is taken out the
   same way. Kept when each track reads as a muon and holds a minimum-ionising particle's charge per length,
   and no piece left over reads as a muon too short to be one (a dense blob the band cut).
-- *touching points*, on clusters read as electrons or points: the charge, smoothed by a 1-px Gaussian,
-  has two or more peaks (local maxima over 5 x 5 px) of at least ``min_peak_e``; a watershed (every pixel
-  climbs the smoothed charge to its peak) cuts the cluster between them. Kept when every piece reads as
-  a point.
+- *touching objects around their peaks*, on clusters read as electrons or points: the charge, smoothed by
+  a 1-px Gaussian, has two or more peaks (local maxima over 5 x 5 px) of at least ``min_peak_e``; a
+  watershed (every pixel climbs the smoothed charge to its peak) cuts the cluster between them. Kept when
+  every piece reads as a point (touching X-rays), or when one piece reads as a muon with a minimum-ionising
+  particle's charge per length and every other as a point: a steep muon is a short cone, wider than the
+  band of the first split, whose smoothed charge peaks once, at its narrow end. (Pieces read as electrons
+  are not allowed beside the muon: a worm cut at its peaks often has a straight piece that reads as one.)
 """
 
 import numpy as np
@@ -36,7 +39,7 @@ _MIN_POINT_PX = 4
 
 def split_clusters(charge_image, components, n, *, model, min_length=15.0, width=1.5, max_tracks=3,
                    min_dedx_kev_per_um=0.2, min_peak_e=20.0):
-    """Split the clusters that hold a straight track and what touches it, or several touching points.
+    """Split the clusters that hold a straight track and what touches it, or several touching objects.
 
     Parameters
     ----------
@@ -85,7 +88,7 @@ def split_clusters(charge_image, components, n, *, model, min_length=15.0, width
             pieces = _split_tracks(charge, rows.astype(float), cols.astype(float), model, min_length, width,
                                    max_tracks, min_dedx_kev_per_um, min_peak_e)
         if not pieces and kind in (_POINT, _ELECTRON):
-            pieces = _split_points(charge, rows, cols, model, min_peak_e)
+            pieces = _split_peaks(charge, rows, cols, model, min_peak_e, min_dedx_kev_per_um)
         for piece in pieces[1:]:
             count += 1
             components[box][rows[piece], cols[piece]] = count
@@ -202,8 +205,8 @@ def _longest_run(along, band, gap=2.0):
     return max(runs, key=lambda run: np.ptp(along[run]))
 
 
-def _split_points(charge, rows, cols, model, min_peak_e):
-    """Index arrays of the pieces around the cluster's peaks if every one is a point; else empty."""
+def _split_peaks(charge, rows, cols, model, min_peak_e, min_dedx):
+    """Index arrays of the pieces around the cluster's peaks if they are points, or one muon and points; else empty."""
     r, c = (rows - rows.min()).astype(int), (cols - cols.min()).astype(int)
     level, peaks = _smoothed_peaks(charge, r, c, min_peak_e)
     if np.count_nonzero(peaks) < 2:
@@ -211,10 +214,17 @@ def _split_points(charge, rows, cols, model, min_peak_e):
     owner = _climb(level, r, c, peaks)
     pieces = [np.flatnonzero(owner == k) for k in range(np.count_nonzero(peaks))]
     # a piece of a few pixels is a bump on one point's flank, not a second point
-    if any(piece.size < _MIN_POINT_PX or _kind(model, charge[piece], rows[piece], cols[piece]) != _POINT
-           for piece in pieces):
+    if any(piece.size < _MIN_POINT_PX for piece in pieces):
         return []
-    return pieces
+    kinds = np.array([_kind(model, charge[piece], rows[piece], cols[piece]) for piece in pieces])
+    others = np.flatnonzero(kinds != _POINT)
+    if others.size == 0:
+        return pieces
+    if others.size == 1 and kinds[others[0]] == _MUON:
+        muon = pieces[others[0]]
+        if track_measures(charge[muon], rows[muon], cols[muon])[2] >= min_dedx:
+            return pieces
+    return []
 
 
 def _climb(level, r, c, peaks):
