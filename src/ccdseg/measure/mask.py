@@ -14,6 +14,7 @@ import numpy as np
 from astropy.io import fits
 from scipy import ndimage
 
+from ccdseg.calib.background import MAD_TO_SIGMA
 from ccdseg.checks import check_image
 from ccdseg.classes import CLUSTER, GLOWING, HOT_PIXEL
 from ccdseg.errors import ConfigError
@@ -191,7 +192,7 @@ def hot_columns(charge, labels, masked, options):
     if valid.sum() < 3:
         return result
     centre = np.median(means[valid])
-    spread = 1.4826 * np.median(np.abs(means[valid] - centre))
+    spread = MAD_TO_SIGMA * np.median(np.abs(means[valid] - centre))
     # a column of Poisson pixels: the spread of a column mean is sqrt(dark / rows) even when the MAD is 0,
     # and at least that of one electron, so that a few stray electrons in an empty frame make no hot column
     rows = np.median(counts[valid])

@@ -14,6 +14,7 @@ import numpy as np
 from astropy.io import fits
 from scipy import ndimage, stats
 
+from ccdseg.calib.background import MAD_TO_SIGMA
 from ccdseg.calib.electrons import to_electrons
 from ccdseg.calib.gain import resolve_gain
 from ccdseg.classes import CLUSTER, HOT_PIXEL
@@ -81,7 +82,7 @@ def _bright(electrons, resolved, threshold):
     finite = np.isfinite(electrons)
     if resolved:
         return finite & (np.round(np.where(finite, electrons, 0)) >= threshold)
-    noise = 1.4826 * np.median(np.abs(electrons[finite] - np.median(electrons[finite])))
+    noise = MAD_TO_SIGMA * np.median(np.abs(electrons[finite] - np.median(electrons[finite])))
     return finite & (np.where(finite, electrons, 0) >= UNRESOLVED_SIGMA * noise)
 
 
