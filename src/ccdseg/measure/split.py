@@ -58,11 +58,11 @@ def split_clusters(charge_image, components, n, *, model, min_length=15.0, width
     max_tracks : int
         Straight tracks taken out of one cluster at most.
     min_dedx_kev_per_um : float
-        Least energy per µm of 3-D path (through the whole thickness) of a track taken out: a minimum-ionising
-        muon loses most probably ~0.3 keV/µm in silicon, and its Landau distribution falls steeply below;
-        the straight stretches of an electron's track that read as muons hold far less.
+        Least energy per µm of 3-D path (through the whole thickness) of a track taken out, by either split: a
+        minimum-ionising muon loses most probably ~0.3 keV/µm in silicon, and its Landau distribution falls
+        steeply below; the straight stretches of an electron's track that read as muons hold far less.
     min_peak_e : float
-        Smallest peak (e-, of the charge smoothed by 1 px) of an object: of each of several touching points,
+        Smallest peak (e-, of the charge smoothed by 1 px) of an object: of each of several touching objects,
         and of what touches a track.
 
     Returns
