@@ -75,9 +75,11 @@ def bad_inputs(tmp_path):
     header_only = _write(folder / "header_only.fits", None, OBSERVER="nobody")
     line = _write(folder / "line.fits", np.arange(100, dtype=np.float32))
     cube = _write(folder / "cube.fits", np.zeros((3, 40, 40), dtype=np.float32))
+    all_nan = _write(folder / "all_nan.fits", np.full((30, 40), np.nan, dtype=np.float32))
     return {folder / "missing.fits": "no such file", folder: "is a directory", empty: "empty file",
             text: "not a readable FITS file", truncated: "truncated file", header_only: "no 2-D image data",
-            line: r"no 2-D image data \(HDU 0 has 1-D data\)", cube: r"no 2-D image data \(HDU 0 has 3-D data\)"}
+            line: r"no 2-D image data \(HDU 0 has 1-D data\)", cube: r"no 2-D image data \(HDU 0 has 3-D data\)",
+            all_nan: r"HDU 0 has no finite pixel \(all NaN or Inf\)"}
 
 
 @pytest.fixture

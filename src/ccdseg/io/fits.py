@@ -176,8 +176,10 @@ def _select_images(path, hdul, hdu):
         if 0 in data.shape:
             skipped.append(f"HDU {name or index} is empty")
             continue
-        found.append(ImageData(data=np.asarray(data, dtype=np.float32), header=item.header.copy(),
-                               name=name, index=index))
+        array = np.asarray(data, dtype=np.float32)
+        if not np.isfinite(array).any():  # NaN pixels are left out of every measurement: here none would be left
+            raise InputError(path, f"HDU {name or index} has no finite pixel (all NaN or Inf)")
+        found.append(ImageData(data=array, header=item.header.copy(), name=name, index=index))
     if found:
         return found
     if hdu is not None and not skipped:
