@@ -131,9 +131,14 @@ def _remove_halo(labels, probabilities, ring, halo_share):
     if n == 0 or not cluster.any():
         return
     size = component_sums(pieces, n)
-    near = ndimage.binary_dilation(cluster, structure=_EIGHT, iterations=ring)
-    halo = np.bincount(pieces[near], minlength=n + 1) >= halo_share * size
+    # the ring around the clusters, needed at glow pixels only: dilated within their box grown by the ring
+    rows, cols = (np.flatnonzero(np.any(pieces > 0, axis=axis)) for axis in (1, 0))
+    box = (slice(max(rows[0] - ring, 0), rows[-1] + ring + 1), slice(max(cols[0] - ring, 0), cols[-1] + ring + 1))
+    near = ndimage.binary_dilation(cluster[box], structure=_EIGHT, iterations=ring)
+    halo = np.bincount(pieces[box][near], minlength=n + 1) >= halo_share * size
     halo[0] = False
+    if not halo.any():
+        return
     where = halo[pieces]
     enclosed = ndimage.binary_fill_holes(cluster)
     other = BACKGROUND
