@@ -92,3 +92,25 @@ def test_a_steep_muon_and_the_points_beside_it_become_rows_of_their_own():
     assert sorted(table["kind"]) == ["muon", "point", "point"]
     assert table["charge_e"][table["kind"] == "muon"][0] == pytest.approx(charge, rel=0.02)
     np.testing.assert_allclose(table["charge_e"][table["kind"] == "point"], 2500.0, rtol=0.15)
+
+
+def test_a_steep_muon_and_the_electron_curling_beside_it_become_two_rows():
+    # the steep cone of the test above with a 151 keV electron (40000 e-) curling on a 3 px arc beside it
+    rng = np.random.default_rng(4)
+    charge = mip_charge(10, 4)
+    t = rng.uniform(0, 1, 40000)
+    sigma = diffusion_sigma_um(675.0 * t, 530.0, 8.86e-4) / 15.0
+    y, x = 10 + 10 * t + rng.normal(0, 1, t.size) * sigma, 10 + 4 * t + rng.normal(0, 1, t.size) * sigma
+    image = np.zeros((50, 50))
+    np.add.at(image, (np.rint(y).astype(int), np.rint(x).astype(int)), charge / t.size)
+    arc = rng.uniform(0, 1.5 * np.pi, 30000)
+    y, x = 16 + 3 * np.sin(arc) + rng.normal(0, 0.6, arc.size), 20 + 3 * np.cos(arc) + rng.normal(0, 0.6, arc.size)
+    np.add.at(image, (np.rint(y).astype(int), np.rint(x).astype(int)), 40000.0 / arc.size)
+    whole = catalogue(image, np.random.default_rng(5), particles=False)
+    assert np.count_nonzero(whole["charge_e"] > 100) == 1  # one connected cluster
+    table = catalogue(image, np.random.default_rng(5))
+    table = table[table["charge_e"] > 100]
+    by_kind = dict(zip(table["kind"], table["charge_e"], strict=True))
+    assert sorted(by_kind) == ["electron", "muon"]
+    assert by_kind["muon"] == pytest.approx(charge, rel=0.03)
+    assert by_kind["electron"] == pytest.approx(40000.0, rel=0.05)
