@@ -40,7 +40,7 @@ CATALOG_COLUMNS = {
     "sigma_x": (np.float64, u.pix, "charge-weighted standard deviation along x"),
     "sigma_y": (np.float64, u.pix, "charge-weighted standard deviation along y"),
     "elongation": (np.float64, None, "ratio of principal-axis widths (>= 1)"),
-    "edge": (bool, None, "touches the image border"),
+    "edge": (bool, None, "touches the image border: its charge, shape and kind may be incomplete"),
     "near_glow": (bool, None, "a pixel is 8-adjacent to a glowing pixel"),
     "near_hot": (bool, None, "a pixel is 8-adjacent to a hot pixel"),
     "saturated": (bool, None, "a pixel is at the ADC limit or full well (a bleed trail is in the same cluster)"),
