@@ -110,7 +110,7 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
     particles : bool
         Fill the particle columns (kind, point fit, muon track; :mod:`ccdseg.measure.particles`) when the
         gain is known, after splitting the clusters that hold several events into one row each
-        (:func:`ccdseg.measure.split.split_clusters`: a muon and what touches it, touching points); False
+        (:func:`ccdseg.measure.split.split_clusters`: a muon and what touches it, touching objects); False
         leaves them empty and the clusters whole (for groups of a few electrons, which have no shape).
     diffusion : (float, float), optional
         A (µm²) and b (1/µm) of the diffusion law that gives ``depth_um``; default DAMIC's.

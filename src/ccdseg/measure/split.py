@@ -34,7 +34,7 @@ from ccdseg.measure.particles import track_measures
 _STEP_DEG = 1.0
 _POINT, _ELECTRON, _MUON, _ALPHA = (KINDS.index(kind) for kind in ("point", "electron", "muon", "alpha"))
 _EIGHT = np.ones((3, 3), bool)
-#: Fewest pixels of each of the touching points a cluster is split into.
+#: Fewest pixels of each of the touching objects a cluster is split into around its peaks.
 _MIN_POINT_PX = 4
 #: Least probability of the muon among pieces that read as electrons: the straight pieces of a worm cut at its
 #: peaks read as muons with 0.56-0.93 on the rare-kind sets of ``benchmarks/train_kinds.py``, real muons with 0.97-1.
