@@ -37,7 +37,8 @@ _EIGHT = np.ones((3, 3), bool)
 #: Fewest pixels of each of the touching objects a cluster is split into around its peaks.
 _MIN_POINT_PX = 4
 #: Least probability of the muon among pieces that read as electrons: the straight pieces of a worm cut at its
-#: peaks read as muons with 0.56-0.93 on the rare-kind sets of ``benchmarks/train_kinds.py``, real muons with 0.97-1.
+#: peaks read as muons with 0.56-0.93 on the rare-kind sets of ``benchmarks/train_kinds.py`` (seed 7), the muons
+#: there with 0.99-1.
 _MUON_AMONG_ELECTRONS = 0.95
 
 
