@@ -38,7 +38,7 @@ from ccdseg.calib.background import row_pedestal
 from ccdseg.classes import CLUSTER
 from ccdseg.evaluate.evaluation import find_images
 from ccdseg.measure.kinds import FEATURES, KINDS, SIM_KINDS, KindModel, cluster_features, load_kind_model
-from ccdseg.measure.sections import structure
+from ccdseg.measure.sections import structure, touches_edge
 from ccdseg.measure.split import split_clusters
 from ccdseg.sim.benchmark import BENCHMARK_PRESETS
 from ccdseg.sim.config import load_config
@@ -82,8 +82,7 @@ def labelled_clusters(charge_e, labels, ids, truth, purity=0.0, split_model=None
     keep = [c for c in range(1, n + 1) if npix[c] > 0 and best_count[c] >= purity * npix[c]
             and 2 * best_count[c] >= event_npix[best_id[c]]]
     boxes = ndimage.find_objects(components, max_label=n)
-    edge = [boxes[c - 1][0].start == 0 or boxes[c - 1][1].start == 0 or boxes[c - 1][0].stop == labels.shape[0]
-            or boxes[c - 1][1].stop == labels.shape[1] for c in keep]
+    edge = [touches_edge(boxes[c - 1], labels.shape) for c in keep]
     return (features[np.array(keep, int) - 1], np.array([kind_of_id[best_id[c]] for c in keep], int),
             np.array(edge, bool))
 

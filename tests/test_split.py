@@ -12,15 +12,24 @@ from ccdseg.sim.events import diffusion_sigma_um
 XRAY_E = 1567.0  # 55Fe K-alpha, 5.9 keV
 
 
-def straight_track(shape, start, stop, charge, rng, samples=20000):
-    """A track from ``start`` to ``stop`` (row, col) whose diffusion grows from 0.3 to 1.2 px along it."""
+def straight_track(shape, start, stop, charge, rng, samples=20000, sigma=lambda t: 0.3 + 0.9 * t):
+    """A track from ``start`` to ``stop`` (row, col) whose diffusion ``sigma(t)`` (px) grows along it, t in [0, 1].
+
+    By default from 0.3 to 1.2 px.
+    """
     t = rng.uniform(0, 1, samples)
-    sigma = 0.3 + 0.9 * t
+    sigma = sigma(t)
     y = start[0] + t * (stop[0] - start[0]) + rng.normal(0, 1, samples) * sigma
     x = start[1] + t * (stop[1] - start[1]) + rng.normal(0, 1, samples) * sigma
     image = np.zeros(shape)
     np.add.at(image, (np.rint(y).astype(int), np.rint(x).astype(int)), charge / samples)
     return image
+
+
+def steep_cone(shape, charge, rng):
+    """A steep muon, 10 x 4 px from (10, 10), in a CCD that diffuses as much as DAMIC-M's (A = 530 um^2)."""
+    return straight_track(shape, (10, 10), (20, 14), charge, rng, samples=40000,
+                          sigma=lambda t: diffusion_sigma_um(675.0 * t, 530.0, 8.86e-4) / 15.0)
 
 
 def mip_charge(rows, cols):
@@ -77,11 +86,7 @@ def test_a_steep_muon_and_the_points_beside_it_become_rows_of_their_own():
     # once, at the narrow end, and each point beside it has a peak of its own
     rng = np.random.default_rng(4)
     charge = mip_charge(10, 4)
-    t = rng.uniform(0, 1, 40000)
-    sigma = diffusion_sigma_um(675.0 * t, 530.0, 8.86e-4) / 15.0
-    y, x = 10 + 10 * t + rng.normal(0, 1, t.size) * sigma, 10 + 4 * t + rng.normal(0, 1, t.size) * sigma
-    image = np.zeros((40, 40))
-    np.add.at(image, (np.rint(y).astype(int), np.rint(x).astype(int)), charge / t.size)
+    image = steep_cone((40, 40), charge, rng)
     point = integrated_gaussian((13, 13), 2500.0, 6.0, 6.0, 1.4, 1.4)  # 9.4 keV
     for row, col in ((19, 20), (13, 24)):
         image[row - 6:row + 7, col - 6:col + 7] += rng.poisson(point)
@@ -98,11 +103,7 @@ def test_a_steep_muon_and_the_electron_curling_beside_it_become_two_rows():
     # the steep cone of the test above with a 151 keV electron (40000 e-) curling on a 3 px arc beside it
     rng = np.random.default_rng(4)
     charge = mip_charge(10, 4)
-    t = rng.uniform(0, 1, 40000)
-    sigma = diffusion_sigma_um(675.0 * t, 530.0, 8.86e-4) / 15.0
-    y, x = 10 + 10 * t + rng.normal(0, 1, t.size) * sigma, 10 + 4 * t + rng.normal(0, 1, t.size) * sigma
-    image = np.zeros((50, 50))
-    np.add.at(image, (np.rint(y).astype(int), np.rint(x).astype(int)), charge / t.size)
+    image = steep_cone((50, 50), charge, rng)
     arc = rng.uniform(0, 1.5 * np.pi, 30000)
     y, x = 16 + 3 * np.sin(arc) + rng.normal(0, 0.6, arc.size), 20 + 3 * np.cos(arc) + rng.normal(0, 0.6, arc.size)
     np.add.at(image, (np.rint(y).astype(int), np.rint(x).astype(int)), 40000.0 / arc.size)

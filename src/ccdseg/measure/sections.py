@@ -20,6 +20,11 @@ def structure(connectivity):
     return ndimage.generate_binary_structure(2, connectivity)
 
 
+def touches_edge(box, shape):
+    """Whether a box (slices, as from ``ndimage.find_objects``) touches the border of an image of ``shape``."""
+    return box[0].start == 0 or box[1].start == 0 or box[0].stop == shape[0] or box[1].stop == shape[1]
+
+
 def grown(box, margin):
     """The box (a tuple of slices, as from ``ndimage.find_objects``) grown by ``margin`` px on every side.
 

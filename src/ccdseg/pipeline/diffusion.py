@@ -10,7 +10,7 @@ from ccdseg.io import read_images
 from ccdseg.measure.diffusion import PIXEL_UM, THICKNESS_UM, fit_diffusion, width_profile
 from ccdseg.measure.kinds import classify_kinds
 from ccdseg.measure.objects import resolve_objects
-from ccdseg.measure.sections import grown, structure
+from ccdseg.measure.sections import grown, structure, touches_edge
 
 #: Pixels beside a track's labelled pixels whose charge counts in its width: the diffusion tails reach ~3 sigma
 #: (< 5 px), and a segmentation calls the faintest of them background.
@@ -42,9 +42,7 @@ def calibrate_diffusion(paths, *, gain=None, model=None, min_length_px=15.0, thi
             components, n = ndimage.label(labels == CLUSTER, structure=structure(2))
             kinds, _ = classify_kinds(charge, components, n)
             for index, box in enumerate(ndimage.find_objects(components)):
-                edge = box[0].start == 0 or box[1].start == 0 or box[0].stop == labels.shape[0] or \
-                    box[1].stop == labels.shape[1]
-                if kinds[index] != "muon" or edge:
+                if kinds[index] != "muon" or touches_edge(box, labels.shape):
                     continue
                 # the track and its wings within WING_PX that the labels left background
                 window = grown(box, WING_PX)
