@@ -59,16 +59,25 @@ def labelled_clusters(charge_e, labels, ids, truth, purity=0.0, split_model=None
     """Features, true kind and whether it touches the image edge, of the main clusters of ``labels``.
 
     With ``split_model`` the clusters are first split as the catalogue splits them
-    (:func:`ccdseg.measure.split.split_clusters` with that kind model).
+    (:func:`ccdseg.measure.split.split_clusters` with that kind model); which clusters count:
+    :func:`main_clusters`.
+    """
+    components, n = ndimage.label(labels == CLUSTER, structure=structure(2))
+    if split_model is not None:
+        components, n = split_clusters(charge_e, components, n, model=split_model)
+    keep, kinds = main_clusters(components, n, ids, truth, purity)
+    boxes = ndimage.find_objects(components, max_label=n)
+    edge = [touches_edge(boxes[c - 1], labels.shape) for c in keep]
+    return cluster_features(charge_e, components, n)[keep - 1], kinds, np.array(edge, bool)
+
+
+def main_clusters(components, n, ids, truth, purity):
+    """Numbers (1..n) and true kinds of the clusters of ``components`` that are scored.
 
     A cluster counts when one event owns at least ``purity`` of its truth pixels and the cluster holds at
     least half of that event's truth pixels (its main piece: the few-pixel fragments that a faint track
     end leaves carry no shape, and each event is scored once).
     """
-    components, n = ndimage.label(labels == CLUSTER, structure=structure(2))
-    if split_model is not None:
-        components, n = split_clusters(charge_e, components, n, model=split_model)
-    features = cluster_features(charge_e, components, n)
     owned = (components > 0) & (ids > 0)
     pairs, counts = np.unique(np.stack([components[owned], ids[owned]]), axis=1, return_counts=True)
     best_count = np.zeros(n + 1)
@@ -81,14 +90,11 @@ def labelled_clusters(charge_e, labels, ids, truth, purity=0.0, split_model=None
     event_npix = dict(zip(truth["id"], truth["npix"], strict=True))
     keep = [c for c in range(1, n + 1) if npix[c] > 0 and best_count[c] >= purity * npix[c]
             and 2 * best_count[c] >= event_npix[best_id[c]]]
-    boxes = ndimage.find_objects(components, max_label=n)
-    edge = [touches_edge(boxes[c - 1], labels.shape) for c in keep]
-    return (features[np.array(keep, int) - 1], np.array([kind_of_id[best_id[c]] for c in keep], int),
-            np.array(edge, bool))
+    return np.array(keep, int), np.array([kind_of_id[best_id[c]] for c in keep], int)
 
 
-def training_set(n_images, seed):
-    xs, ys = [], []
+def training_frames(n_images, seed):
+    """(charge in e-, labels, ids, truth) of the training frames: ``n_images`` per preset."""
     for index, preset in enumerate(BENCHMARK_PRESETS):
         rng = np.random.default_rng([seed, index])
         for _ in range(n_images):
@@ -96,9 +102,15 @@ def training_set(n_images, seed):
                                                     "clusters.diffusion_a_um2": rng.uniform(*DIFFUSION_A_UM2)})
             sim = simulate_image(config, rng=rng)
             charge_e = (sim.image - row_pedestal(sim.image)[:, None]) / config.detector.gain_adu_per_e
-            x, y, _ = labelled_clusters(charge_e, sim.labels, sim.ids, sim.truth, PURITY)
-            xs.append(x)
-            ys.append(y)
+            yield charge_e, sim.labels, sim.ids, sim.truth
+
+
+def training_set(n_images, seed):
+    xs, ys = [], []
+    for charge_e, labels, ids, truth in training_frames(n_images, seed):
+        x, y, _ = labelled_clusters(charge_e, labels, ids, truth, PURITY)
+        xs.append(x)
+        ys.append(y)
     return np.concatenate(xs), np.concatenate(ys)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from ccdseg.measure.diffusion import track_axis
-from ccdseg.measure.kinds import KINDS, shape_features
+from ccdseg.measure.kinds import KINDS, cluster_features, shape_features
 from ccdseg.measure.particles import track_measures
 
 #: Directions tried by the band search (degrees apart).
@@ -80,6 +80,7 @@ def split_clusters(charge_image, components, n, *, model, min_length=15.0, width
     """
     components = components.copy()
     count = n
+    kinds = model.predict_proba(cluster_features(charge_image, components, n)).argmax(axis=1) if n else []
     for index, box in enumerate(ndimage.find_objects(components, max_label=n)):
         if box is None:
             continue
@@ -87,7 +88,7 @@ def split_clusters(charge_image, components, n, *, model, min_length=15.0, width
         if rows.size < 2 * _MIN_POINT_PX:  # too small for two points or a track
             continue
         charge = np.nan_to_num(np.asarray(charge_image[box][rows, cols], dtype=np.float64))
-        kind = _kind(model, charge, rows, cols)
+        kind = kinds[index]
         pieces = []
         if kind == _ELECTRON:  # a muon with something on it reads as an electron
             pieces = _split_tracks(charge, rows.astype(float), cols.astype(float), model, min_length, width,
