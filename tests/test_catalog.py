@@ -8,7 +8,7 @@ from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
 from ccdseg.errors import ConfigError
 from ccdseg.io.regions import region_file_text
 from ccdseg.measure.catalog import CATALOG_COLUMNS, find_clusters
-from ccdseg.measure.sections import component_sums, find_sections
+from ccdseg.measure.sections import component_sums, find_sections, neighbourhoods
 from conftest import DAMICM_SAMPLE
 
 
@@ -185,6 +185,15 @@ def test_component_sums_count_and_sum_over_the_components_only():
     sums = component_sums(components, 3, values)
     expected = [np.nansum(values[components == k]) for k in (1, 2, 3)]
     assert sums[0] == 0 and np.allclose(sums[1:], expected)
+
+
+def test_neighbourhoods_are_the_3x3_windows_with_zeros_beyond_the_border():
+    image = np.arange(1, 21).reshape(4, 5)
+    windows = neighbourhoods(image, np.array([0, 2, 3]), np.array([0, 2, 4]))
+    assert windows.shape == (9, 3)
+    assert windows[:, 0].tolist() == [0, 0, 0, 0, 1, 2, 0, 6, 7]         # top-left corner
+    assert windows[:, 1].tolist() == [7, 8, 9, 12, 13, 14, 17, 18, 19]   # inside: the window itself
+    assert windows[:, 2].tolist() == [14, 15, 0, 19, 20, 0, 0, 0, 0]     # bottom-right corner
 
 
 def test_point_depth_follows_the_detectors_diffusion_law():

@@ -45,6 +45,30 @@ def test_glow_halo_goes_and_real_glow_stays():
     assert resolve_objects(labels, probabilities)[7, 7] == CLUSTER
 
 
+def test_halo_enclosed_by_a_cluster_becomes_cluster():
+    labels = np.zeros((60, 60), np.uint8)
+    labels[10:20, 10:20] = CLUSTER
+    labels[14:16, 14:16] = GLOWING          # a hole in a cluster, 4-connected to nothing outside
+    labels[30:40, 30:40] = CLUSTER
+    labels[34:36, 34:40] = GLOWING          # a notch open to the right: not enclosed
+    labels[34:36, 40:43] = GLOWING
+    labels[45:50, 10] = CLUSTER
+    labels[45, 11:14] = CLUSTER
+    labels[49, 11:14] = CLUSTER
+    labels[46:49, 13] = CLUSTER            # a ring drawn 1 px wide...
+    labels[47, 11] = GLOWING                # ...around two glow pixels
+    labels[47, 12] = GLOWING
+    out = resolve_objects(labels)
+    assert np.all(out[14:16, 14:16] == CLUSTER)
+    assert np.all(out[34:36, 34:43] == BACKGROUND)
+    assert np.all(out[47, 11:13] == CLUSTER)
+    # the rim of a hole is 8-connected: a diagonal step closes it, the hole inside is 4-connected
+    labels = np.zeros((20, 20), np.uint8)
+    labels[5, 6], labels[6, 5], labels[6, 7], labels[7, 6] = CLUSTER, CLUSTER, CLUSTER, CLUSTER
+    labels[6, 6] = GLOWING
+    assert resolve_objects(labels)[6, 6] == CLUSTER
+
+
 def test_hot_fragment_joins_a_cluster_several_times_its_size():
     labels = np.zeros((40, 40), np.uint8)
     labels[5, 5] = HOT_PIXEL              # a bright core called hot...

@@ -16,7 +16,7 @@ from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
 from ccdseg.errors import ConfigError
 from ccdseg.measure.kinds import load_kind_model
 from ccdseg.measure.particles import PARTICLE_COLUMNS, particle_columns
-from ccdseg.measure.sections import structure
+from ccdseg.measure.sections import neighbourhoods, structure
 from ccdseg.measure.split import split_clusters
 from ccdseg.sim.config import ClusterConfig
 
@@ -173,15 +173,8 @@ def find_clusters(image, labels, probabilities=None, gain=None, pedestal=None, h
     ymin, ymax, xmin, xmax = np.array([(rows.start, rows.stop - 1, cols.start, cols.stop - 1)
                                        for rows, cols in ndimage.find_objects(components)]).T
     height, width = image.shape
-    # look at the 8 neighbours of the cluster pixels only: far cheaper than dilating whole class masks
-    padded = np.pad(labels, 1)
-    near_glow = np.zeros(ys.size, dtype=bool)
-    near_hot = np.zeros(ys.size, dtype=bool)
-    for row_shift in (0, 1, 2):
-        for col_shift in (0, 1, 2):
-            neighbour = padded[ys + row_shift, xs + col_shift]
-            near_glow |= neighbour == GLOWING
-            near_hot |= neighbour == HOT_PIXEL
+    neighbours = neighbourhoods(labels, ys, xs)
+    near_glow, near_hot = (neighbours == GLOWING).any(axis=0), (neighbours == HOT_PIXEL).any(axis=0)
 
     columns = {
         "id": np.arange(1, n + 1), "hdu": np.full(n, hdu), "x": xc, "y": yc,

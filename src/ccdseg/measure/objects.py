@@ -12,7 +12,7 @@ from scipy import ndimage
 from ccdseg.checks import check_image
 from ccdseg.classes import BACKGROUND, CLUSTER, GLOWING, HOT_PIXEL
 from ccdseg.errors import ConfigError
-from ccdseg.measure.sections import component_sums
+from ccdseg.measure.sections import component_sums, neighbourhoods
 
 _EIGHT = np.ones((3, 3), bool)
 
@@ -109,11 +109,12 @@ def _absorb_hot_fragments(labels, max_hot_fragment):
         return
     clusters, n_clusters = ndimage.label(labels == CLUSTER, structure=_EIGHT)
     cluster_size = component_sums(clusters, n_clusters)
-    # each piece's cluster neighbours, from the pieces grown by one pixel (pieces are 8-separate, so a pixel
+    # each piece's cluster neighbours: the piece beside each cluster pixel (pieces are 8-separate, so a pixel
     # beside two pieces is rare and goes to the higher number)
-    grown = ndimage.grey_dilation(pieces, footprint=_EIGHT)
-    border = (grown > 0) & (clusters > 0)
-    pairs = np.unique(np.stack([grown[border], clusters[border]]), axis=1)
+    rows, cols = np.nonzero(clusters)
+    beside = neighbourhoods(pieces, rows, cols).max(axis=0)
+    border = beside > 0
+    pairs = np.unique(np.stack([beside[border], clusters[rows[border], cols[border]]]), axis=1)
     touched = np.bincount(pairs[0], minlength=n + 1)
     host = np.zeros(n + 1, dtype=np.int64)
     host[pairs[0]] = cluster_size[pairs[1]]
@@ -140,9 +141,26 @@ def _remove_halo(labels, probabilities, ring, halo_share):
     if not halo.any():
         return
     where = halo[pieces]
-    enclosed = ndimage.binary_fill_holes(cluster)
     other = BACKGROUND
     if probabilities is not None:
         more_hot = np.asarray(probabilities[HOT_PIXEL])[where] > np.asarray(probabilities[BACKGROUND])[where]
         other = np.where(more_hot, HOT_PIXEL, BACKGROUND)
-    labels[where] = np.where(enclosed[where], CLUSTER, other)
+    labels[where] = np.where(_enclosed(cluster, *np.nonzero(where)), CLUSTER, other)
+
+
+def _enclosed(cluster, rows, cols):
+    """Whether each pixel ``(rows, cols)`` lies in a hole of the ``cluster`` mask (as ``binary_fill_holes`` fills).
+
+    The rim of a 4-connected hole is part of one 8-connected cluster, and the hole lies within that cluster's
+    box: only the clusters whose box holds one of the pixels are filled, each in its box (filling the whole
+    frame took most of the halo rule's time on a 4096^2 frame).
+    """
+    numbers, _ = ndimage.label(cluster, structure=_EIGHT)
+    enclosed = np.zeros(rows.size, bool)
+    for number, box in enumerate(ndimage.find_objects(numbers), 1):
+        inside = (rows >= box[0].start) & (rows < box[0].stop) & (cols >= box[1].start) & (cols < box[1].stop)
+        if inside.any():
+            own = numbers[box] == number
+            holes = ndimage.binary_fill_holes(own) & ~own
+            enclosed[inside] |= holes[rows[inside] - box[0].start, cols[inside] - box[1].start]
+    return enclosed

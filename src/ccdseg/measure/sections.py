@@ -25,6 +25,19 @@ def touches_edge(box, shape):
     return box[0].start == 0 or box[1].start == 0 or box[0].stop == shape[0] or box[1].stop == shape[1]
 
 
+def neighbourhoods(image, rows, cols):
+    """Values of ``image`` in the 3 x 3 neighbourhood of each pixel ``(rows, cols)``, 0 beyond the border.
+
+    Returns
+    -------
+    ndarray (9, n)
+        One row per position in the 3 x 3 window (the pixel itself included). Looking at the few pixels of
+        interest this way is far cheaper than dilating a whole frame.
+    """
+    padded = np.pad(image, 1)
+    return np.stack([padded[rows + row_shift, cols + col_shift] for row_shift in (0, 1, 2) for col_shift in (0, 1, 2)])
+
+
 def grown(box, margin):
     """The box (a tuple of slices, as from ``ndimage.find_objects``) grown by ``margin`` px on every side.
 
