@@ -120,6 +120,26 @@ def test_plot_sections(tmp_path, scene):
     assert_png(plots.plot_sections(image, labels, [], tmp_path / "none.png"), min_width=50, min_height=50)
 
 
+def test_spectrum_line_labels_of_close_lines_are_stacked():
+    heights = plots.label_heights([1.74, 5.9, 6.49, 8.05, 17.5])
+    assert heights[0] == heights[1] == heights[4] == 0.98   # Si and Mo Kα stand alone, Fe Kα starts a run
+    assert heights[1] > heights[2] > heights[3] > 0.2         # Fe Kβ and Cu Kα below it
+    assert plots.label_heights([]) == []
+
+
+def test_plot_spectrum_with_and_without_energies(tmp_path):
+    from astropy.table import Table
+
+    rng = np.random.default_rng(3)
+    n = 300
+    table = Table({"hdu": rng.choice(["CCD_A", "CCD_B"], n), "kind": rng.choice(["point", "muon", ""], n),
+                   "energy_ev": rng.lognormal(np.log(6000.0), 1.0, n), "fit_energy_ev": rng.normal(5900, 100, n),
+                   "fit_sigma_x": rng.uniform(0.2, 1.6, n), "fit_sigma_y": rng.uniform(0.2, 1.6, n)})
+    assert_png(plots.plot_spectrum(table, tmp_path / "spectrum.png", title="frame"), 300, 800)
+    table["energy_ev"] = np.nan   # no gain
+    assert_png(plots.plot_spectrum(table, tmp_path / "empty.png"), 300, 800)
+
+
 def test_no_pyplot_state(tmp_path, scene):
     backend = matplotlib.get_backend()
     plots.plot_segmentation(*scene, tmp_path / "seg.png")

@@ -5,12 +5,14 @@ or changed (an interactive session keeps its backend and its open figures). File
 """
 
 import csv
+import itertools
 import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
@@ -472,6 +474,28 @@ def plot_sections(image, labels, sections, path, max_panels=16, title="regions")
 SPECTRUM_LINES_KEV = {"Si Kα": 1.74, "⁵⁵Fe Kα": 5.9, "⁵⁵Fe Kβ": 6.49, "Cu Kα": 8.05}
 
 
+#: Colour of each particle kind on the spectrum; clusters without a kind (too faint to classify) are black.
+_KIND_COLOURS = {"point": "tab:blue", "electron": "tab:green", "muon": "tab:red", "alpha": "tab:purple"}
+#: Lines closer than this (decades of energy) get their labels at different heights.
+_LABEL_CLOSE_DECADES = 0.15
+
+
+def label_heights(energies_kev, top=0.98, step=0.22):
+    """Height (axes fraction) of the label of each line: close lines (e.g. 5.9 and 6.49 keV) are stacked down.
+
+    On a log axis spanning several decades the labels of lines a few per cent apart would print over each
+    other; each label of a run of close lines starts ``step`` below the one before, and a line farther from
+    its neighbour starts again at ``top``.
+    """
+    heights = []
+    previous = None
+    for energy in energies_kev:
+        close = previous is not None and abs(np.log10(energy / previous)) < _LABEL_CLOSE_DECADES
+        heights.append(heights[-1] - step if close and heights[-1] - step > 0.2 else top)
+        previous = energy
+    return heights
+
+
 def plot_spectrum(table, path, title=None, lines_kev=SPECTRUM_LINES_KEV):
     """Energy spectrum of the clusters per image and particle kind, and the fitted width against energy.
 
@@ -493,7 +517,8 @@ def plot_spectrum(table, path, title=None, lines_kev=SPECTRUM_LINES_KEV):
 
     Notes
     -----
-    Left: counts per logarithmic energy bin (log-log), one colour per kind, one line style per image HDU.
+    Left: counts per logarithmic energy bin (log-log), one colour per kind, one line style per image HDU, and a
+    legend for each; close lines' labels are stacked (:func:`label_heights`).
     Right: the point fit's width sqrt(σx σy) (px) against its energy (keV) for point-like clusters.
     Without energies (no gain) the panels are empty and say so.
     """
@@ -503,23 +528,29 @@ def plot_spectrum(table, path, title=None, lines_kev=SPECTRUM_LINES_KEV):
     spectrum, widths = fig.subplots(1, 2)
     if good.any():
         edges = np.logspace(np.log10(energy_kev[good].min()), np.log10(energy_kev[good].max()) + 1e-6, 80)
-        styles = ("-", "--", ":", "-.")
-        colours = {"point": "tab:blue", "electron": "tab:green", "muon": "tab:red", "alpha": "tab:purple"}
-        for h, hdu in enumerate(np.unique(np.asarray(table["hdu"]))):
-            for kind in np.unique(np.asarray(table["kind"])):
-                rows = good & (np.asarray(table["hdu"]) == hdu) & (np.asarray(table["kind"]) == kind)
+        hdus, kinds = np.asarray(table["hdu"]), np.asarray(table["kind"])
+        styles = dict(zip(np.unique(hdus[good]), itertools.cycle(("-", "--", ":", "-."))))
+        colours = {kind: _KIND_COLOURS.get(kind, "black") for kind in np.unique(kinds[good])}
+        for hdu, style in styles.items():
+            for kind, colour in colours.items():
+                rows = good & (hdus == hdu) & (kinds == kind)
                 if rows.any():
-                    counts, _ = np.histogram(energy_kev[rows], edges)
-                    spectrum.stairs(counts, edges, linestyle=styles[h % len(styles)],
-                                    color=colours.get(kind, "black"), label=f"{hdu} {kind}".strip())
+                    spectrum.stairs(np.histogram(energy_kev[rows], edges)[0], edges, linestyle=style, color=colour)
         spectrum.set_xscale("log")
         spectrum.set_yscale("log")
-        spectrum.legend(fontsize="x-small", ncol=2)
+        # colour tells the kind, line style the image: two short legends instead of one entry per pair
+        by_kind = spectrum.legend(handles=[Line2D([], [], color=colour, label=kind or "no kind")
+                                           for kind, colour in colours.items()],
+                                  title="kind", fontsize="x-small", title_fontsize="x-small", loc="upper right")
+        spectrum.add_artist(by_kind)
+        spectrum.legend(handles=[Line2D([], [], color="grey", linestyle=style, label=hdu or "image")
+                                 for hdu, style in styles.items()],
+                        title="image", fontsize="x-small", title_fontsize="x-small", loc="center right")
     else:
         spectrum.text(0.5, 0.5, "no energies (gain unknown)", ha="center", transform=spectrum.transAxes)
-    for name, energy in lines_kev.items():
+    for (name, energy), height in zip(lines_kev.items(), label_heights(list(lines_kev.values())), strict=True):
         spectrum.axvline(energy, color="grey", linewidth=0.8, alpha=0.7)
-        spectrum.text(energy, 0.98, f" {name}", rotation=90, va="top", fontsize="x-small",
+        spectrum.text(energy, height, f" {name}", rotation=90, va="top", fontsize="x-small",
                       transform=spectrum.get_xaxis_transform())
     spectrum.set_xlabel("energy (keV)")
     spectrum.set_ylabel("clusters per bin")
