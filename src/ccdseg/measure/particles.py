@@ -15,7 +15,7 @@ from ccdseg.sim.config import ClusterConfig
 
 #: Particle columns of the catalogue: name -> (unit, description).
 PARTICLE_COLUMNS = {
-    "kind": (None, "particle kind: point, electron, muon or alpha (empty without gain)"),
+    "kind": (None, "particle kind: point, electron, muon or alpha (empty without gain and for low-energy events)"),
     "kind_prob": (None, "probability of the kind"),
     **{f"p_{kind}": (None, f"probability that the cluster is a {kind}") for kind in KINDS},
     "fit_energy_ev": ("eV", "point fit: energy of the pixel-integrated 2-D Gaussian (points only)"),
