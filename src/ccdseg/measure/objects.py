@@ -157,9 +157,13 @@ def _enclosed(cluster, rows, cols):
     """
     numbers, _ = ndimage.label(cluster, structure=_EIGHT)
     enclosed = np.zeros(rows.size, bool)
+    by_row = np.argsort(rows, kind="stable")  # the pixels in a box's rows by bisection: many boxes, many pixels
+    sorted_rows = rows[by_row]
     for number, box in enumerate(ndimage.find_objects(numbers), 1):
-        inside = (rows >= box[0].start) & (rows < box[0].stop) & (cols >= box[1].start) & (cols < box[1].stop)
-        if inside.any():
+        first, last = np.searchsorted(sorted_rows, (box[0].start, box[0].stop))
+        inside = by_row[first:last]
+        inside = inside[(cols[inside] >= box[1].start) & (cols[inside] < box[1].stop)]
+        if inside.size:
             own = numbers[box] == number
             holes = ndimage.binary_fill_holes(own) & ~own
             enclosed[inside] |= holes[rows[inside] - box[0].start, cols[inside] - box[1].start]
