@@ -56,6 +56,7 @@ RATES = {"clusters.muons_per_mpix": (30.0, 60.0), "clusters.worms_per_mpix": (60
 #: Range of the diffusion law's A (um^2) drawn per training frame.
 DIFFUSION_A_UM2 = (100.0, 700.0)
 PURITY = 0.8
+PIPELINE = "pipeline labels (U-Net + objects)"
 
 
 def labelled_clusters(charge_e, labels, ids, truth, purity=0.0, split_model=None):
@@ -176,12 +177,15 @@ def benchmark_label(image):
 
 
 def score_set(model, title, images):
-    """Confusion-matrix sections of ``model`` on ``images``, with the true and with the pipeline's labels."""
-    per_labels = {"true labels": ([], [], []), "pipeline labels (U-Net + objects)": ([], [], [])}
+    """Confusion-matrix sections of ``model`` on ``images``, with the true and with the pipeline's labels.
+
+    Also returns, for the pipeline's clusters, the probability of the kind given (``kind_prob``) and
+    whether that kind is right.
+    """
+    per_labels = {"true labels": ([], [], []), PIPELINE: ([], [], [])}
     for image, labels, ids, truth, gain in images:
         charge_e = (image - row_pedestal(image)[:, None]) / gain
-        for name, source, split_model in (("true labels", labels, None),
-                                          ("pipeline labels (U-Net + objects)", benchmark_label(image), model)):
+        for name, source, split_model in (("true labels", labels, None), (PIPELINE, benchmark_label(image), model)):
             for store, values in zip(per_labels[name], labelled_clusters(charge_e, source, ids, truth,
                                                                          split_model=split_model), strict=True):
                 store.append(values)
@@ -197,7 +201,26 @@ def score_set(model, title, images):
                    + ".\n")
         print(section)
         sections.append(section)
-    return sections
+    fx, fy, _ = (np.concatenate(part) for part in per_labels[PIPELINE])
+    probabilities = model.predict_proba(fx)
+    return sections, (probabilities.max(axis=1), probabilities.argmax(axis=1) == fy)
+
+
+#: Edges of the ``kind_prob`` bins of the reliability table.
+RELIABILITY_BINS = (0.25, 0.5, 0.7, 0.9, 0.99, 1.0)
+
+
+def format_reliability(kind_prob, right):
+    """How often the kind is right in bins of its probability: whether ``kind_prob`` can choose a cut."""
+    lines = ["#### Reliability of `kind_prob` (pipeline labels, every set above)", "",
+             "| kind_prob | clusters | mean kind_prob | right |", "|---|---|---|---|"]
+    bins = np.digitize(kind_prob, RELIABILITY_BINS[1:-1])
+    for k, (low, high) in enumerate(zip(RELIABILITY_BINS[:-1], RELIABILITY_BINS[1:], strict=True)):
+        inside = bins == k
+        if inside.any():
+            lines.append(f"| {low:.2f}-{high:.2f} | {inside.sum()} | {kind_prob[inside].mean():.3f} | "
+                         f"{right[inside].mean():.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def main():
@@ -228,7 +251,7 @@ def main():
     train_matrix = confusion(model, x, y)
     print(format_confusion("training set (true labels)", train_matrix))
 
-    sections = []
+    sections, kind_prob, right = [], [], []
     for preset in BENCHMARK_PRESETS:
         def benchmark_images(preset=preset):
             for path in find_images([Path(args.bench) / preset]):
@@ -236,7 +259,12 @@ def main():
                 yield image.data, labels, ids, truth, image.header.get("GAIN", 1.0)
         for set_name, images in (("", benchmark_images()),
                                  (" (rare-kind set)", rare_kind_images(preset, args.rare_images, args.seed))):
-            sections += score_set(model, f"{preset}{set_name}", images)
+            set_sections, (set_prob, set_right) = score_set(model, f"{preset}{set_name}", images)
+            sections += set_sections
+            kind_prob.append(set_prob)
+            right.append(set_right)
+    sections.append(format_reliability(np.concatenate(kind_prob), np.concatenate(right)))
+    print(sections[-1])
 
     seconds = time.perf_counter() - start
     text = ["# Particle kinds: confusion matrices on the benchmark set", "",
