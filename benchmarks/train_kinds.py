@@ -237,6 +237,8 @@ def main():
     parser.add_argument("--results", default=str(ROOT / "benchmarks/results/kinds.md"))
     args = parser.parse_args()
 
+    if not args.muon_prior > 0:
+        parser.error(f"--muon-prior must be positive, got {args.muon_prior}")
     start = time.perf_counter()
     x, y = training_set(args.images, args.seed)
     if args.score_only:
