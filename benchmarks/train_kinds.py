@@ -239,14 +239,14 @@ def main():
 
     if not args.muon_prior > 0:
         parser.error(f"--muon-prior must be positive, got {args.muon_prior}")
+    if args.muon_prior != 1.0 and not args.score_only:
+        parser.error("--muon-prior needs --score-only")
     start = time.perf_counter()
     x, y = training_set(args.images, args.seed)
     if args.score_only:
         model = load_kind_model()
         # a factor on one probability is a constant added to that kind's logit
         model = dataclasses.replace(model, b2=model.b2 + np.log(args.muon_prior) * (np.asarray(KINDS) == "muon"))
-    elif args.muon_prior != 1.0:
-        parser.error("--muon-prior needs --score-only")
     else:
         model = fit(x, y, seed=args.seed)
         Path(args.model_out).write_text(json.dumps(model.to_dict()) + "\n")
