@@ -37,13 +37,18 @@ from torch import nn
 
 from ccdseg.calib.background import row_pedestal
 from ccdseg.classes import CLUSTER
-from ccdseg.evaluate.evaluation import find_images
 from ccdseg.measure.kinds import FEATURES, KINDS, cluster_features
 from ccdseg.measure.sections import structure
 from ccdseg.sim.benchmark import BENCHMARK_PRESETS
-from ccdseg.sim.truth import read_simulation
 from machine import describe  # noqa: E402 (benchmarks are scripts, not a package)
-from train_kinds import PURITY, main_clusters, rare_kind_images, training_frames  # noqa: E402
+from train_kinds import (  # noqa: E402
+    PURITY,
+    add_set_arguments,
+    benchmark_images,
+    main_clusters,
+    rare_kind_images,
+    training_frames,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 STAMP = 32
@@ -78,14 +83,9 @@ def collect(frames, purity):
     return np.concatenate(features), np.concatenate(pictures), np.concatenate(kinds)
 
 
-def benchmark_frames(bench, preset):
-    for path in find_images([Path(bench) / preset]):
-        image, labels, ids, truth = read_simulation(path)
-        yield (image.data - row_pedestal(image.data)[:, None]) / image.header.get("GAIN", 1.0), labels, ids, truth
-
-
-def rare_frames(preset, n_images, seed):
-    for image, labels, ids, truth, gain in rare_kind_images(preset, n_images, seed):
+def in_electrons(images):
+    """(charge in e-, labels, ids, truth) of ``train_kinds.py``'s (image, labels, ids, truth, gain)."""
+    for image, labels, ids, truth, gain in images:
         yield (image - row_pedestal(image)[:, None]) / gain, labels, ids, truth
 
 
@@ -151,10 +151,7 @@ def correct_per_kind(model, features, pictures, kinds):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("bench", help="benchmark set directory (ccdseg evaluate --make-benchmark DIR)")
-    parser.add_argument("--images", type=int, default=30, help="training images per preset (30)")
-    parser.add_argument("--rare-images", type=int, default=8, help="rare-kind frames per preset (8)")
-    parser.add_argument("--seed", type=int, default=7)
+    add_set_arguments(parser)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="network initialisation seeds")
     parser.add_argument("--results", default=str(ROOT / "benchmarks/results/kind_stamps.md"))
@@ -165,10 +162,11 @@ def main():
     train = collect(training_frames(args.images, args.seed), PURITY)
     sets = {}
     for preset in BENCHMARK_PRESETS:
-        sets[f"{preset}, benchmark set"] = collect(benchmark_frames(args.bench, preset), 0.0)
-        sets[f"{preset}, rare-kind set"] = collect(rare_frames(preset, args.rare_images, args.seed), 0.0)
+        sets[f"{preset}, benchmark set"] = collect(in_electrons(benchmark_images(args.bench, preset)), 0.0)
+        sets[f"{preset}, rare-kind set"] = collect(in_electrons(rare_kind_images(preset, args.rare_images, args.seed)),
+                                                   0.0)
         sets[f"{preset}, independent rare-kind set"] = collect(
-            rare_frames(preset, INDEPENDENT_IMAGES, INDEPENDENT_SEED), 0.0)
+            in_electrons(rare_kind_images(preset, INDEPENDENT_IMAGES, INDEPENDENT_SEED)), 0.0)
     columns = [(name, use_stamps, seed) for name, use_stamps in (("features", False), ("stamp CNN + features", True))
                for seed in args.seeds]
     scores = {}

@@ -118,6 +118,13 @@ def training_set(n_images, seed):
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def benchmark_images(bench, preset):
+    """(image, labels, ids, truth, gain) of the benchmark set's frames of ``preset`` in directory ``bench``."""
+    for path in find_images([Path(bench) / preset]):
+        image, labels, ids, truth = read_simulation(path)
+        yield image.data, labels, ids, truth, image.header.get("GAIN", 1.0)
+
+
 def rare_kind_images(preset, n_images, seed):
     """(image, labels, ids, truth, gain) of frames of ``preset`` with the training's rates of the rare kinds."""
     rng = np.random.default_rng([seed, 1000 + BENCHMARK_PRESETS.index(preset)])
@@ -223,12 +230,17 @@ def format_reliability(kind_prob, right):
     return "\n".join(lines) + "\n"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_set_arguments(parser):
+    """The options that choose the training and scoring sets, shared with ``kind_stamps.py``."""
     parser.add_argument("bench", help="benchmark set directory (ccdseg evaluate --make-benchmark DIR)")
     parser.add_argument("--images", type=int, default=30, help="training images per preset (30)")
     parser.add_argument("--rare-images", type=int, default=8, help="rare-kind frames per preset (8)")
     parser.add_argument("--seed", type=int, default=7)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_set_arguments(parser)
     parser.add_argument("--score-only", action="store_true", help="score the shipped kind model, do not train")
     parser.add_argument("--muon-prior", type=float, default=1.0,
                         help="with --score-only: multiply every muon probability by this before normalising "
@@ -255,11 +267,7 @@ def main():
 
     sections, kind_prob, right = [], [], []
     for preset in BENCHMARK_PRESETS:
-        def benchmark_images(preset=preset):
-            for path in find_images([Path(args.bench) / preset]):
-                image, labels, ids, truth = read_simulation(path)
-                yield image.data, labels, ids, truth, image.header.get("GAIN", 1.0)
-        for set_name, images in (("", benchmark_images()),
+        for set_name, images in (("", benchmark_images(args.bench, preset)),
                                  (" (rare-kind set)", rare_kind_images(preset, args.rare_images, args.seed))):
             set_sections, (set_prob, set_right) = score_set(model, f"{preset}{set_name}", images)
             sections += set_sections
